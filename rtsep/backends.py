@@ -1,0 +1,36 @@
+"""Backends the block engine runs on: torch eager (training checkpoints) here, ONNX Runtime in onnx_backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .card import read_card
+
+
+class TorchBackend:
+    """Encoder + priors of a model directory, run eagerly with torch."""
+
+    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
+        from .train.encoder import load_encoder
+        from .train.prior import load_prior
+
+        if threads:
+            torch.set_num_threads(threads)
+        card = read_card(model_dir)
+        self.encoder = load_encoder(model_dir)
+        self.sources = tuple(self.encoder.cfg.sources)
+        self.priors = [load_prior(model_dir, s) for s in self.sources]
+        self.sample_rate = int(card["sample_rate"])
+        self.stride = self.encoder.cfg.stride
+
+    @torch.no_grad()
+    def encode(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, log_scale = self.encoder(torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[:, None])
+        return mean.numpy(), log_scale.numpy()
+
+    def score(self, k: int, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        g = self.priors[k].score(torch.from_numpy(np.ascontiguousarray(x))[:, None], torch.from_numpy(sigma))
+        return g[:, 0].numpy()

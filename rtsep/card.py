@@ -1,0 +1,72 @@
+"""card.json: the config, provenance and measured quality stored beside a model's weights.
+
+One file per model directory; every writer updates its own section and keeps the rest, so
+training a prior, training the encoder and evaluating can happen in any order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+CARD = "card.json"
+SCHEMA = 1
+
+
+def read_card(model_dir: Path) -> dict[str, Any]:
+    """The card of MODEL_DIR, or an empty card when the directory is new."""
+    path = Path(model_dir) / CARD
+    if not path.exists():
+        return {"schema": SCHEMA}
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"unreadable model card {path}: {exc}") from None
+    if not isinstance(card, dict) or card.get("schema") != SCHEMA:
+        raise BundleError(f"{path} is not an rtsep model card (schema {SCHEMA})")
+    return card
+
+
+def write_card(model_dir: Path, card: dict[str, Any]) -> None:
+    """Atomically replace MODEL_DIR/card.json."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".{CARD}.tmp"
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, model_dir / CARD)
+
+
+def update_card(model_dir: Path, *path: str, value: Any) -> dict[str, Any]:
+    """Set card[path[0]][path[1]]... = value and write the card back."""
+    card = read_card(model_dir)
+    node = card
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    write_card(model_dir, card)
+    return card
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a model: git commit, host CPU, library versions."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    info: dict[str, Any] = {"git_commit": commit, "machine": f"{platform.machine()} {os.cpu_count()} cores",
+                            "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        pass
+    return info

@@ -1,0 +1,259 @@
+"""The `rtsep` command line: parses, validates, shows progress and maps errors; nothing else."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import RtsepError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Real-time audio source separation with deep generative priors.")
+data_app = typer.Typer(no_args_is_help=True, help="Make training and evaluation data.")
+train_app = typer.Typer(no_args_is_help=True, help="Train priors and encoders.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure priors and separation.")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one line on stderr and exit non-zero."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def one_line_errors(fn: Callable) -> Callable:
+    """Map rtsep's own errors (bad input) to one line and an exit code; Ctrl-C to exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RtsepError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            console.print("interrupted", highlight=False)
+            raise typer.Exit(130)
+        except MemoryError:
+            fail("out of memory", 1)
+
+    return wrapper
+
+
+def progress_cb(progress, task) -> Callable[[int, int], None]:
+    return lambda done, total: progress.update(task, completed=done, total=total)
+
+
+@data_app.command("toy4")
+@one_line_errors
+def data_toy4(
+    out_dir: Path = typer.Argument(..., help="Output folder OUT/<split>/<source>/*.wav"),
+    clips: int = typer.Option(200, min=1, help="Training clips (valid and test get 10% each)."),
+    seconds: float = typer.Option(1.0, min=0.05, help="Clip length in seconds."),
+    sample_rate: int = typer.Option(16000, min=8000, max=192000, help="Sample rate in Hz."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
+) -> None:
+    """The thesis's toy set: sine, square, saw and triangle at random piano pitches."""
+    from .datasets.toy4 import make_toy4
+    from .train.progress import bar
+
+    with bar() as progress:
+        task = progress.add_task("toy4", total=None, info="")
+        m = make_toy4(out_dir, clips, seconds, sample_rate, seed, progress_cb(progress, task))
+    out.print(f"wrote toy4 {m['splits']} to {out_dir}")
+
+
+@data_app.command("music4")
+@one_line_errors
+def data_music4(
+    out_dir: Path = typer.Argument(..., help="Output folder OUT/<split>/<source>/*.wav"),
+    clips: int = typer.Option(200, min=1, help="Training clips (valid and test get 10% each)."),
+    seconds: float = typer.Option(4.0, min=0.5, help="Clip length in seconds."),
+    sample_rate: int = typer.Option(16000, min=8000, max=192000, help="Sample rate in Hz."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
+    soundfont: Optional[Path] = typer.Option(None, help="GM soundfont (default FluidR3_GM)."),
+) -> None:
+    """Random MIDI songs rendered per stem with FluidSynth: bass, drums, guitar, piano."""
+    from .datasets.music4 import make_music4
+    from .train.progress import bar
+
+    with bar() as progress:
+        task = progress.add_task("music4", total=None, info="")
+        m = make_music4(out_dir, clips, seconds, sample_rate, seed, soundfont=soundfont,
+                        progress=progress_cb(progress, task))
+    out.print(f"wrote music4 {m['splits']} to {out_dir}")
+
+
+@train_app.command("prior")
+@one_line_errors
+def train_prior_cmd(
+    source: str = typer.Option(..., help="Source name: a subfolder of DATA."),
+    data: Path = typer.Option(..., help="Data folder DATA[/train]/<source>/*.wav"),
+    out_dir: Path = typer.Option(..., "--out", help="Model directory (created or resumed)."),
+    steps: int = typer.Option(3000, min=1, help="Total optimiser steps (resumes where it stopped)."),
+    minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
+    batch: int = typer.Option(16, min=1),
+    segment: int = typer.Option(8192, min=256, help="Training excerpt length in samples."),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    hidden: int = typer.Option(32, min=4, help="WaveNet channels in each coupling."),
+    flows: int = typer.Option(6, min=1, help="Number of affine couplings."),
+    layers: int = typer.Option(4, min=1, help="Dilated layers per coupling."),
+    sample_rate: int = typer.Option(16000, min=8000),
+    gain_min: float = typer.Option(0.5, help="Random gain augmentation, lower bound."),
+    gain_max: float = typer.Option(1.0, help="Random gain augmentation, upper bound."),
+) -> None:
+    """Train one source's noise-conditioned flow prior on that source alone."""
+    from .nn.flow import PriorConfig
+    from .train.prior import PriorTraining, train_prior
+
+    if segment % 16:
+        fail("--segment must be a multiple of 16")
+    cfg = PriorConfig(source=source, sample_rate=sample_rate, hidden=hidden, n_flows=flows, layers=layers)
+    tr = PriorTraining(steps=steps, batch=batch, segment=segment, lr=lr, seed=seed, gain_min=gain_min, gain_max=gain_max)
+    entry = train_prior(source, data, out_dir, cfg, tr, minutes=minutes)
+    t = entry["training"]
+    out.print(f"prior {source}: {t['steps_done']} steps in {t['seconds']:.0f} s, valid nll {t['valid_nll']:.3f} nats/sample")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@eval_app.command("priors")
+@one_line_errors
+def eval_priors_cmd(
+    model_dir: Path = typer.Argument(..., help="Model directory with trained priors."),
+    data: Path = typer.Option(..., help="Data folder DATA[/test]/<source>/*.wav"),
+    split: str = typer.Option("test", help="Split to read when DATA has splits."),
+    clips: int = typer.Option(32, min=1, help="Held-out excerpts per source."),
+    seed: int = typer.Option(1234),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON."),
+    plot: Optional[Path] = typer.Option(None, help="Write a heatmap per sigma (PNG)."),
+) -> None:
+    """Cross-likelihood matrix of the priors: each column's best prior should be its own."""
+    import json
+
+    from rich.table import Table
+
+    from .prior_eval import evaluate_priors, plot_matrix
+    from .train.progress import bar
+
+    with bar(transient=True) as progress:
+        task = progress.add_task("priors", total=None, info="")
+        res = evaluate_priors(model_dir, data, split=split, clips=clips, seed=seed,
+                              progress=progress_cb(progress, task))
+    src = res["sources"]
+    for sigma, mat, margin in zip(res["sigmas"], res["loglik"], res["min_margin_per_sigma"]):
+        t = Table(title=f"sigma={sigma:g}  min margin {margin:+.3f} nats/sample", title_justify="left")
+        t.add_column("prior \\ data")
+        for s in src:
+            t.add_column(s, justify="right")
+        for p, row in zip(src, mat):
+            best = [max(r[j] for r in mat) for j in range(len(src))]
+            t.add_row(p, *[f"[bold]{v:.3f}[/bold]" if v == best[j] else f"{v:.3f}" for j, v in enumerate(row)])
+        out.print(t)
+    out.print(f"discriminative at every sigma: {res['discriminative']} (smallest margin {res['min_margin']:+.3f} nats/sample)")
+    for sigma, gc, gn in zip(res["sigmas"], res["score_rms_clean"], res["score_rms_noisy"]):
+        out.print(f"sigma={sigma:g} score RMS clean/noisy: " + ", ".join(f"{s} {gc[s]:.3g}/{gn[s]:.3g}" for s in src))
+    if json_out:
+        from .datasets.common import write_manifest  # noqa: F401  (atomic JSON writer lives in card/common)
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(res, indent=2))
+        tmp.replace(json_out)
+    if plot:
+        plot_matrix(res, plot)
+
+
+@train_app.command("encoder")
+@one_line_errors
+def train_encoder_cmd(
+    model_dir: Path = typer.Argument(..., help="Model directory holding trained priors."),
+    data: Path = typer.Option(..., help="Source-only data folder DATA[/train]/<source>/*.wav"),
+    objective: str = typer.Option("seed", help="seed (KL to the priors + mixture term) or supervised (comparison)."),
+    steps: int = typer.Option(2000, min=1),
+    minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
+    batch: int = typer.Option(8, min=1),
+    segment: int = typer.Option(16384, min=256),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    gain_min: float = typer.Option(0.5),
+    gain_max: float = typer.Option(1.0),
+    kl_sigma: float = typer.Option(0.01, help="Noise level of the prior used in the KL term."),
+    gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
+    filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
+    repeats: int = typer.Option(1),
+) -> None:
+    """Train the amortized posterior q(s_k | m) of every source with the seed objective."""
+    from .card import read_card
+    from .nn.encoder import EncoderConfig
+    from .train.encoder import EncoderTraining, train_encoder
+
+    card = read_card(model_dir)
+    cfg = EncoderConfig(sources=list(card.get("priors", {})), sample_rate=card.get("sample_rate", 16000),
+                        filters=filters, hidden=hidden, blocks=blocks, repeats=repeats)
+    tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
+                         gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma)
+    entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes)
+    t = entry["training"]
+    out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")
+
+
+def print_separation(res: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"SI-SDR / SI-SDRi in dB, median (mean), {res['clips']} held-out mixtures of {res['seconds']:.1f} s",
+              title_justify="left")
+    t.add_column("estimate")
+    for s in res["sources"]:
+        t.add_column(s, justify="right")
+    for key, row in res["table"].items():
+        t.add_row(key, *[f"{row[s]['si_sdr_median']:.1f} / {row[s]['si_sdri_median']:+.1f} ({row[s]['si_sdri_mean']:+.1f})"
+                         for s in res["sources"]])
+    out.print(t)
+
+
+@eval_app.command("separate")
+@one_line_errors
+def eval_separate_cmd(
+    model: str = typer.Argument(..., help="Model name or directory."),
+    data: Path = typer.Option(..., help="Held-out data DATA[/test]/<source>/*.wav"),
+    steps: int = typer.Option(4, min=0, help="Langevin steps after the encoder."),
+    split: str = typer.Option("test"),
+    clips: int = typer.Option(40, min=1),
+    seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
+    backend: str = typer.Option("torch", help="torch or onnx."),
+    seed: int = typer.Option(0),
+    label: Optional[str] = typer.Option(None, help="Store the result in the card under this key."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """SI-SDR(i) per source: mixture baseline, encoder alone, encoder + K Langevin steps."""
+    import json
+
+    from .separation_eval import evaluate_separation, store
+    from .separator import resolve_model
+    from .train.progress import bar
+
+    with bar(transient=True) as progress:
+        task = progress.add_task("separate", total=None, info="")
+        res = evaluate_separation(model, data, steps=steps, split=split, clips=clips, seconds=seconds,
+                                  backend=backend, seed=seed, progress=progress_cb(progress, task))
+    print_separation(res)
+    if label:
+        store(resolve_model(model), label, res)
+    if json_out:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(res, indent=2))
+        tmp.replace(json_out)

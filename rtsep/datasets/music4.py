@@ -1,0 +1,299 @@
+"""music4: a small Slakh-like set of random General MIDI songs rendered per stem with FluidSynth.
+
+Each clip is a short random song (key, tempo, chord progression) played by piano, guitar, bass
+and drums; every stem is written to its own MIDI file and rendered dry (no reverb or chorus) so
+the stems sum to an honest mixture. Only the MIDI is random (numpy, seeded per split), and
+FluidSynth renders a given MIDI file identically, so a seed fully determines the data set.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import mido
+import numpy as np
+import soundfile as sf
+
+from rtsep.datasets.common import SPLITS, split_counts, split_seed, write_manifest, write_wav_atomic
+from rtsep.errors import DataError
+
+SOURCES = ("bass", "drums", "guitar", "piano")
+# Never add MuseScore General here: it is reserved for held-out evaluation.
+TRAIN_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2",)
+INSTALL_HINT = "apt-get install fluidsynth fluid-soundfont-gm"
+
+TICKS = 480  # MIDI ticks per beat
+MAJOR = (0, 2, 4, 5, 7, 9, 11)
+MINOR = (0, 2, 3, 5, 7, 8, 10)
+PROGRESSIONS = {  # scale degrees, 0-based
+    False: ((0, 4, 5, 3), (0, 3, 4, 3), (5, 3, 0, 4), (1, 4, 0, 0), (0, 5, 3, 4), (0, 3, 0, 4)),
+    True: ((0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 6), (0, 3, 6, 2), (0, 5, 3, 4)),
+}
+DRUM_KITS = (0, 8, 16, 24, 25, 32, 40)  # GM2/GS kits FluidR3_GM provides on the percussion bank
+KICK, SNARE, HAT, OPEN_HAT, RIDE, CRASH = 36, 38, 42, 46, 51, 49
+TOMS = (50, 48, 47, 45, 43, 41)  # high to low
+
+Note = tuple[float, float, int, int]  # start beat, length in beats, pitch, velocity
+Chord = tuple[float, float, int, list[int]]  # start beat, length, root pitch class, chord pitch classes
+
+
+def _vel(rng: np.random.Generator, base: float, spread: float = 8.0) -> int:
+    return int(np.clip(round(base + rng.normal(0.0, spread)), 1, 127))
+
+
+def _near(pc: int, center: int) -> int:
+    """The pitch with pitch class pc closest to center (a closed voicing around center)."""
+    return center + ((pc - center + 6) % 12) - 6
+
+
+def _chords(rng: np.random.Generator, beats: float) -> list[Chord]:
+    """A cycled chord progression in a random key, one or two chords per 4/4 bar."""
+    key, minor = int(rng.integers(12)), bool(rng.random() < 0.4)
+    scale, prog = (MINOR if minor else MAJOR), PROGRESSIONS[minor]
+    degrees = prog[int(rng.integers(len(prog)))]
+    length = 4.0 if rng.random() < 0.7 else 2.0
+    sevenths = bool(rng.random() < 0.3)
+    out, t, i = [], 0.0, 0
+    while t < beats:
+        d = degrees[i % len(degrees)]
+        tones = [key + scale[(d + k) % 7] for k in ((0, 2, 4, 6) if sevenths else (0, 2, 4))]
+        out.append((t, length, tones[0] % 12, [p % 12 for p in tones]))
+        t, i = t + length, i + 1
+    return out
+
+
+def _piano(rng: np.random.Generator, chords: list[Chord]) -> list[Note]:
+    style, center, base = int(rng.integers(4)), int(rng.integers(60, 70)), float(rng.uniform(65, 95))
+    comp = rng.random(8) < 0.4
+    comp[0] = True
+    notes: list[Note] = []
+    for start, length, root, pcs in chords:
+        voiced = sorted(_near(pc, center) for pc in pcs)
+        if style == 0:  # sustained chord with a left-hand root
+            notes += [(start, length, p, _vel(rng, base)) for p in voiced]
+            notes.append((start, length, _near(root, center - 19), _vel(rng, base)))
+        elif style == 1:  # block chords on every beat
+            for b in np.arange(0.0, length, 1.0):
+                v = _vel(rng, base + (8 if b == 0 else 0))
+                notes += [(start + b, 0.9, p, v) for p in voiced]
+        elif style == 2:  # eighth-note arpeggio up and down
+            seq = voiced + [voiced[0] + 12] + voiced[:0:-1]
+            for k, b in enumerate(np.arange(0.0, length, 0.5)):
+                notes.append((start + b, 0.6, seq[k % len(seq)], _vel(rng, base)))
+        else:  # syncopated comping on an eighth-note grid
+            for k, b in enumerate(np.arange(0.0, length, 0.5)):
+                if comp[k % 8] or b == 0:
+                    v = _vel(rng, base)
+                    notes += [(start + b, 0.45, p, v) for p in voiced]
+    return notes
+
+
+def _guitar(rng: np.random.Generator, chords: list[Chord], bpm: float) -> list[Note]:
+    base = float(rng.uniform(65, 100))
+    notes: list[Note] = []
+    if rng.random() < 0.6:  # strummed chords with a per-song eighth-note pattern
+        pattern = rng.random(8) < 0.5
+        pattern[0] = True
+        gap = float(rng.uniform(0.008, 0.025)) * bpm / 60.0  # seconds between strings, in beats
+        for start, length, root, pcs in chords:
+            voiced = sorted({_near(root, 45)} | {_near(pc, 60) for pc in pcs} | {_near(root, 64)})
+            hits = [b for k, b in enumerate(np.arange(0.0, length, 0.5)) if pattern[k % 8] or b == 0]
+            for j, b in enumerate(hits):
+                end = hits[j + 1] if j + 1 < len(hits) else length
+                up = (b % 1.0) != 0.0
+                order = voiced[::-1] if up else voiced
+                v = base - (12 if up else 0)
+                for s, p in enumerate(order):
+                    notes.append((start + b + s * gap, end - b - s * gap, p, _vel(rng, v)))
+    else:  # single-note line: a random walk over chord and scale tones
+        step = 0.5 if rng.random() < 0.6 else 1.0
+        pitch = int(rng.integers(55, 70))
+        for start, length, root, pcs in chords:
+            for b in np.arange(0.0, length, step):
+                if start + b > 0 and rng.random() < 0.15:
+                    continue  # a rest, never on the first note of the clip
+                target = pcs if b == 0 or rng.random() < 0.6 else [(pc + 2) % 12 for pc in pcs]
+                cands = [_near(pc, pitch + int(rng.integers(-5, 6))) for pc in target]
+                pitch = int(np.clip(cands[int(rng.integers(len(cands)))], 52, 79))
+                notes.append((start + b, step * 0.9, pitch, _vel(rng, base)))
+    return notes
+
+
+def _bass(rng: np.random.Generator, chords: list[Chord]) -> list[Note]:
+    style, base, center = int(rng.integers(4)), float(rng.uniform(80, 110)), int(rng.integers(36, 44))
+    notes: list[Note] = []
+    for start, length, root, _ in chords:
+        r = _near(root, center)
+        fifth = r + 7 if r + 7 <= 52 else r - 5
+        if style == 0:  # roots on every beat
+            seq = [(b, 0.9, r) for b in np.arange(0.0, length, 1.0)]
+        elif style == 1:  # root and fifth in half notes / quarter notes
+            seq = [(b, 0.95, r if k % 2 == 0 else fifth) for k, b in enumerate(np.arange(0.0, length, 1.0))]
+        elif style == 2:  # driving eighths on the root
+            seq = [(b, 0.45, r) for b in np.arange(0.0, length, 0.5)]
+        else:  # octave pops
+            seq = [(b, 0.4, r + 12 * (k % 2)) for k, b in enumerate(np.arange(0.0, length, 0.5))]
+        notes += [(start + b, d, p, _vel(rng, base + (10 if b == 0 else 0))) for b, d, p in seq]
+    return notes
+
+
+def _drums(rng: np.random.Generator, beats: float) -> list[Note]:
+    """A 16th-note groove (kick, snare, hats or ride) with tom fills and crashes after them."""
+    kick = {0, 8} | {s for s in (3, 6, 10, 11, 14) if rng.random() < 0.3}
+    half_time = rng.random() < 0.2
+    snare = {8} if half_time else {4, 12}
+    if half_time:
+        kick -= {8}
+    hats = int(rng.integers(3))  # 0: closed-hat eighths, 1: closed-hat sixteenths, 2: ride eighths
+    cymbal = RIDE if hats == 2 else HAT
+    open_hat = hats != 2 and rng.random() < 0.3
+    base = float(rng.uniform(85, 110))
+    notes: list[Note] = [(0.0, 0.5, CRASH, _vel(rng, base + 10))]
+    for bar in range(math.ceil(beats / 4)):
+        t0 = bar * 4.0
+        fill = rng.random() < (0.6 if bar % 4 == 3 else 0.1)
+        fill_from = 16 - 4 * int(rng.integers(1, 3)) if fill else 16
+        for s in range(fill_from):
+            t = t0 + s / 4
+            if s in kick:
+                notes.append((t, 0.25, KICK, _vel(rng, base + 5)))
+            if s in snare:
+                notes.append((t, 0.25, SNARE, _vel(rng, base + 5)))
+            elif s % 2 == 1 and rng.random() < 0.08:
+                notes.append((t, 0.25, SNARE, _vel(rng, 45)))  # ghost note
+            if hats == 1 or s % 2 == 0:
+                top = OPEN_HAT if open_hat and s == 14 else cymbal
+                notes.append((t, 0.25, top, _vel(rng, base - (0 if s % 4 == 0 else 15))))
+        for k, s in enumerate(range(fill_from, 16)):
+            pos = k * len(TOMS) // (16 - fill_from)
+            pitch = SNARE if rng.random() < 0.3 else TOMS[pos]
+            notes.append((t0 + s / 4, 0.25, pitch, _vel(rng, base - 10 + 2 * k)))
+        if fill:
+            notes.append((t0 + 4.0, 0.5, CRASH, _vel(rng, base + 10)))
+    return notes
+
+
+def _write_midi(path: Path, notes: list[Note], program: int, channel: int, bpm: float, beats: float) -> None:
+    """One track; notes are cut at the clip end and at the next onset of the same pitch."""
+    events: list[tuple[int, int, mido.Message]] = []
+    notes = sorted((n for n in notes if n[0] < beats), key=lambda n: (n[0], n[2]))
+    for i, (start, length, pitch, vel) in enumerate(notes):
+        on = round(start * TICKS)
+        end = min(start + length, beats)
+        nxt = next((m[0] for m in notes[i + 1:] if m[2] == pitch and m[0] > start), None)
+        if nxt is not None:
+            end = min(end, nxt)
+        off = max(on + 1, round(end * TICKS))
+        events.append((on, 1, mido.Message("note_on", channel=channel, note=pitch, velocity=vel)))
+        events.append((off, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+    track.append(mido.Message("program_change", channel=channel, program=program, time=0))
+    now = 0
+    for tick, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
+        track.append(msg.copy(time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=TICKS))
+    midi = mido.MidiFile(ticks_per_beat=TICKS)
+    midi.tracks.append(track)
+    midi.save(str(path))
+
+
+def _song(rng: np.random.Generator, seconds: float) -> tuple[dict[str, tuple[list[Note], int, int]], float, float]:
+    """Random notes, GM program and MIDI channel per stem, plus tempo and length in beats."""
+    bpm = float(rng.integers(80, 161))
+    beats = seconds * bpm / 60.0
+    chords = _chords(rng, beats)
+    parts = {
+        "bass": (_bass(rng, chords), int(rng.integers(32, 40)), 0),
+        "drums": (_drums(rng, beats), int(DRUM_KITS[int(rng.integers(len(DRUM_KITS)))]), 9),
+        "guitar": (_guitar(rng, chords, bpm), int(rng.integers(24, 32)), 0),
+        "piano": (_piano(rng, chords), int(rng.integers(0, 8)), 0),
+    }
+    return parts, bpm, beats
+
+
+def _find_soundfont(soundfont: Path | None) -> Path:
+    """The soundfont to train with; refuses MuseScore General, which is kept for held-out evaluation."""
+    if shutil.which("fluidsynth") is None:
+        raise DataError(f"fluidsynth is not installed; run: {INSTALL_HINT}")
+    candidates = [Path(soundfont)] if soundfont is not None else [Path(p) for p in TRAIN_SOUNDFONTS]
+    for path in candidates:
+        if "musescore" in path.name.lower():
+            raise DataError(f"soundfont {path.name} is reserved for held-out evaluation; use FluidR3_GM")
+        if path.is_file():
+            with open(path, "rb") as f:
+                head = f.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+                raise DataError(f"{path} is not a SoundFont (.sf2) file; run: {INSTALL_HINT}")
+            return path
+    raise DataError(f"soundfont {candidates[0]} not found; run: {INSTALL_HINT}")
+
+
+def _render(midi: Path, wav: Path, soundfont: Path, sample_rate: int, timeout: float) -> np.ndarray:
+    """Render a MIDI file dry with the fluidsynth CLI and return it as mono float32."""
+    cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(sample_rate),
+           "-o", "synth.reverb.active=0", "-o", "synth.chorus.active=0",
+           "-o", "synth.dynamic-sample-loading=1",  # loads only the presets used: ~3x faster start
+           "-T", "wav", "-O", "float", "-F", str(wav), str(soundfont), str(midi)]
+    wav.unlink(missing_ok=True)  # never read a previous clip's render
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"fluidsynth took over {timeout:.0f} s to render {midi.name}") from None
+    lines = (res.stderr + res.stdout).strip().splitlines()
+    # fluidsynth exits 0 (rendering silence) when it cannot load a file, so read its messages too.
+    bad = any("error" in line.lower() or "not a soundfont" in line.lower() for line in lines)
+    if bad or res.returncode != 0 or not wav.is_file() or wav.stat().st_size == 0:
+        raise DataError(f"fluidsynth failed on {midi.name}: {lines[-1] if lines else f'exit {res.returncode}'}")
+    audio, _ = sf.read(str(wav), dtype="float32", always_2d=True)
+    return audio.mean(axis=1)
+
+
+def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: int,
+                soundfont: Path | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write OUT/<split>/<source>/<i:05d>.wav for every split and return the manifest.
+
+    Each stem is peak-normalised to 0.9 times a random gain in [0.5, 1], so the source balance
+    varies between clips as it does in real mixes.
+    """
+    if clips < 1 or seconds <= 0 or sample_rate <= 0:
+        raise DataError(f"music4 needs clips >= 1, seconds > 0, sample_rate > 0; got {clips}, {seconds}, {sample_rate}")
+    out, font = Path(out), _find_soundfont(soundfont)
+    counts = split_counts(clips)
+    total, done, n = sum(counts.values()), 0, round(seconds * sample_rate)
+    timeout = 60.0 + 10.0 * seconds
+    with tempfile.TemporaryDirectory(prefix="music4-") as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        for split in SPLITS:
+            rng = np.random.default_rng(split_seed(seed, split))
+            for i in range(counts[split]):
+                parts, bpm, beats = _song(rng, seconds)
+                gains = {src: float(rng.uniform(0.5, 1.0)) for src in SOURCES}
+                jobs = {}
+                for src in SOURCES:
+                    notes, program, channel = parts[src]
+                    mid, wav = Path(tmp) / f"{src}.mid", Path(tmp) / f"{src}.wav"
+                    _write_midi(mid, notes, program, channel, bpm, beats)
+                    jobs[src] = pool.submit(_render, mid, wav, font, sample_rate, timeout)
+                for src in SOURCES:
+                    audio = jobs[src].result()[:n]
+                    audio = np.pad(audio, (0, n - audio.size))
+                    peak = float(np.abs(audio).max())
+                    if peak > 0:
+                        audio = audio * (0.9 * gains[src] / peak)
+                    write_wav_atomic(out / split / src / f"{i:05d}.wav", audio.astype(np.float32), sample_rate)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    manifest = {
+        "name": "music4", "sources": list(SOURCES), "sample_rate": int(sample_rate), "seconds": float(seconds),
+        "seed": int(seed), "soundfont": font.name, "splits": counts, "generator": "rtsep.datasets.music4",
+    }
+    write_manifest(out, manifest)
+    return manifest

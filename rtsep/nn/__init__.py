@@ -1,0 +1,1 @@
+"""PyTorch modules (need the `train` extra): flow priors, encoders, their score functions."""

@@ -1,0 +1,194 @@
+"""Noise-conditioned FloWaveNet-style flow prior p_sigma(s) over raw audio.
+
+Squeeze time early (16 samples -> 16 channels) so the couplings run at sample_rate/16: that is
+what keeps a prior cheap enough for a few Langevin steps per block on a CPU (DESIGN.md §4).
+Each coupling's WaveNet sees log(sigma) as an extra channel, so one network models the source
+convolved with Gaussian noise of any level the annealed sampler visits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class PriorConfig:
+    """Architecture and noise range of one prior; stored as JSON beside its weights."""
+
+    source: str
+    sample_rate: int = 16000
+    squeeze: int = 16
+    n_flows: int = 6
+    hidden: int = 32
+    layers: int = 4
+    kernel: int = 3
+    log_scale_clamp: float = 3.0
+    sigma_min: float = 0.005
+    sigma_max: float = 0.5
+    sigmas: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.02, 0.01])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def squeeze(x: torch.Tensor, q: int) -> torch.Tensor:
+    """(B, 1, T) -> (B, q, T/q): sample i*q+j goes to channel j, step i."""
+    b, c, t = x.shape
+    return x.reshape(b, c, t // q, q).permute(0, 1, 3, 2).reshape(b, c * q, t // q)
+
+
+def unsqueeze(z: torch.Tensor, q: int) -> torch.Tensor:
+    """Inverse of `squeeze`."""
+    b, cq, n = z.shape
+    return z.reshape(b, cq // q, q, n).permute(0, 1, 3, 2).reshape(b, cq // q, n * q)
+
+
+class ActNorm(nn.Module):
+    """Per-channel affine with data-dependent init; the init flag is a buffer so it round-trips."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(1, channels, 1))
+        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+
+    @torch.no_grad()
+    def _init(self, x: torch.Tensor) -> None:
+        mean = x.mean(dim=(0, 2), keepdim=True)
+        std = x.std(dim=(0, 2), keepdim=True)
+        self.loc.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + 1e-6))
+        self.initialized.fill_(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training and not bool(self.initialized):
+            self._init(x)
+        y = (x + self.loc) * torch.exp(self.log_scale)
+        logdet = self.log_scale.sum() * x.shape[2]
+        return y, logdet.expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.exp(-self.log_scale) - self.loc
+
+
+class WaveNet(nn.Module):
+    """Non-causal gated dilated conv stack; the last layer starts at zero so a coupling starts as identity."""
+
+    def __init__(self, c_in: int, c_out: int, hidden: int, layers: int, kernel: int) -> None:
+        super().__init__()
+        self.start = nn.Conv1d(c_in, hidden, 1)
+        self.dilated = nn.ModuleList()
+        self.res = nn.ModuleList()
+        for i in range(layers):
+            d = 2**i
+            self.dilated.append(nn.Conv1d(hidden, 2 * hidden, kernel, dilation=d, padding=d * (kernel - 1) // 2))
+            self.res.append(nn.Conv1d(hidden, hidden, 1))
+        self.end = nn.Conv1d(hidden, c_out, 1)
+        nn.init.zeros_(self.end.weight)
+        nn.init.zeros_(self.end.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.start(x)
+        skip = torch.zeros_like(h)
+        for conv, res in zip(self.dilated, self.res):
+            a, b = conv(h).chunk(2, dim=1)
+            g = torch.tanh(a) * torch.sigmoid(b)
+            h = h + res(g)
+            skip = skip + g
+        return self.end(F.relu(skip))
+
+
+class AffineCoupling(nn.Module):
+    """x_b <- x_b * exp(log_s(x_a, sigma)) + t(x_a, sigma); log|det| = sum log_s."""
+
+    def __init__(self, channels: int, cfg: PriorConfig) -> None:
+        super().__init__()
+        self.half = channels // 2
+        self.clamp = cfg.log_scale_clamp
+        self.net = WaveNet(self.half + 1, 2 * (channels - self.half), cfg.hidden, cfg.layers, cfg.kernel)
+
+    def _params(self, xa: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw_s, t = self.net(torch.cat([xa, cond], dim=1)).chunk(2, dim=1)
+        log_s = self.clamp * torch.tanh(raw_s / self.clamp)
+        return log_s, t
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xa, xb = x[:, : self.half], x[:, self.half :]
+        log_s, t = self._params(xa, cond)
+        yb = xb * torch.exp(log_s) + t
+        return torch.cat([xa, yb], dim=1), log_s.sum(dim=(1, 2))
+
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        ya, yb = y[:, : self.half], y[:, self.half :]
+        log_s, t = self._params(ya, cond)
+        return torch.cat([ya, (yb - t) * torch.exp(-log_s)], dim=1)
+
+
+class FlowPrior(nn.Module):
+    """log p_sigma(x) for x = s + sigma * noise, x shaped (batch, 1, samples), samples % squeeze == 0."""
+
+    def __init__(self, cfg: PriorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.squeeze
+        self.norms = nn.ModuleList([ActNorm(c) for _ in range(cfg.n_flows)])
+        self.couplings = nn.ModuleList([AffineCoupling(c, cfg) for _ in range(cfg.n_flows)])
+
+    def _cond(self, sigma: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor:
+        sigma_t = torch.as_tensor(sigma, dtype=z.dtype, device=z.device).reshape(-1, 1, 1)
+        return torch.log(sigma_t).expand(z.shape[0], 1, z.shape[2])
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (z, logdet) with z shaped (B, squeeze, T/squeeze) and logdet (B,)."""
+        z = squeeze(x, self.cfg.squeeze)
+        cond = self._cond(sigma, z)
+        logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for norm, coupling in zip(self.norms, self.couplings):
+            z, ld = norm(z)
+            logdet = logdet + ld
+            z, ld = coupling(z, cond)
+            logdet = logdet + ld
+            z = z.flip(1)
+        return z, logdet
+
+    def inverse(self, z: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        cond = self._cond(sigma, z)
+        for norm, coupling in zip(reversed(self.norms), reversed(self.couplings)):
+            z = z.flip(1)
+            z = coupling.inverse(z, cond)
+            z = norm.inverse(z)
+        return unsqueeze(z, self.cfg.squeeze)
+
+    def log_prob_sum(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Total log-density (nats) of each item, shape (B,); its gradient in x is the score."""
+        z, logdet = self(x, sigma)
+        return (-0.5 * (z**2 + LOG_2PI)).sum(dim=(1, 2)) + logdet
+
+    def log_prob(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Mean log-density per sample (nats/sample), shape (B,): comparable across lengths."""
+        return self.log_prob_sum(x, sigma) / x.shape[-1]
+
+    def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """grad_x log p_sigma(x), same shape as x; weights stay untouched."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.log_prob_sum(x, sigma).sum(), x)
+        return g
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of context one output frame depends on, per side."""
+        per = sum(2**i for i in range(self.cfg.layers)) * (self.cfg.kernel - 1) // 2
+        return per * self.cfg.n_flows * self.cfg.squeeze

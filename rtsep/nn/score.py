@@ -1,0 +1,140 @@
+"""The score x -> grad_x log p_sigma(x) of a flow prior as a plain graph of aten ops, for ONNX.
+
+`torch.onnx.export` cannot trace autograd (DESIGN.md §5), so the score is traced in two steps:
+`make_fx` over `torch.func.grad` records the forward and the backward pass as
+ordinary aten ops, and `aten.convolution_backward` (which has no ONNX translation) is
+decomposed into the transposed convolution that gives its input gradient. The result is an
+fx `GraphModule` that `torch.onnx.export(..., dynamo=True)` turns into an ONNX graph.
+
+Graph signature (one graph serves every annealing level, because sigma is an input):
+
+    score_graph(prior)(x, sigma) -> (score, log_prob)
+      x        (B, 1, T) float32, T a multiple of `prior.cfg.squeeze`
+      sigma    (B,)      float32, the noise level of each item (sigma, not log sigma: the
+                         same argument `FlowPrior.score` takes, so torch and ONNX agree bit
+                         for bit in how sigma enters the network)
+      score    (B, 1, T) grad_x sum log p_sigma(x), what `FlowPrior.score(x, sigma)` returns
+      log_prob (B,)      mean log-density in nats per sample, what `FlowPrior.log_prob` returns
+
+Traced symbolically, the graph keeps B and T free (T = squeeze * frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from .flow import FlowPrior
+
+aten = torch.ops.aten
+
+INPUT_NAMES = ("x", "sigma")
+OUTPUT_NAMES = ("score", "log_prob")
+
+
+def _output_padding(in_size, out_size, kernel: int, stride: int, padding: int, dilation: int):
+    """The output_padding that makes a transposed convolution return exactly `in_size` samples."""
+    if stride == 1:
+        return 0  # a strided-by-one convolution is inverted in size without padding
+    return in_size - ((out_size - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1)
+
+
+def conv_backward_input(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                        bias_sizes: Sequence[int] | None, stride: Sequence[int], padding: Sequence[int],
+                        dilation: Sequence[int], transposed: bool, output_padding: Sequence[int],
+                        groups: int, output_mask: Sequence[bool]):
+    """`aten.convolution_backward` when only the input gradient is wanted.
+
+    The adjoint of a convolution is the transposed convolution with the same weight, stride,
+    padding, dilation and groups (the weight layout (C_out, C_in/groups, k...) is exactly what a
+    transposed convolution from C_out to C_in channels expects); output_padding restores the
+    samples a strided convolution dropped. The adjoint of a transposed convolution is the plain
+    convolution with the same weight. Weight and bias gradients are not supported: the score is
+    a gradient in x only and the weights are traced as constants.
+    """
+    if output_mask[1] or output_mask[2]:
+        raise NotImplementedError("score graphs differentiate the input only, not the weights")
+    if not output_mask[0]:
+        return None, None, None
+    n = weight.dim() - 2
+    if transposed:
+        grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, False,
+                                      [0] * n, groups)
+    else:
+        out_pad = [_output_padding(input.shape[2 + i], grad_output.shape[2 + i], weight.shape[2 + i],
+                                   stride[i], padding[i], dilation[i]) for i in range(n)]
+        grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True,
+                                      out_pad, groups)
+    return grad_input, None, None
+
+
+DECOMPOSITIONS = {aten.convolution_backward.default: conv_backward_input}
+
+
+class _LogProbSum(torch.nn.Module):
+    """`FlowPrior.log_prob_sum` as a forward, so `functional_call` can swap in detached weights."""
+
+    def __init__(self, prior: FlowPrior) -> None:
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.prior.log_prob_sum(x, sigma)
+
+
+def score_function(prior: FlowPrior) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """(x, sigma) -> (score, log_prob) in pure functional form; the weights are detached constants."""
+    module = _LogProbSum(prior)
+    state = {name: t.detach() for name, t in [*module.named_parameters(), *module.named_buffers()]}
+
+    def total(x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lp = torch.func.functional_call(module, state, (x, sigma), strict=True)
+        return lp.sum(), lp
+
+    def fn(x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grad, lp = torch.func.grad(total, has_aux=True)(x, sigma)
+        return grad, lp / x.shape[-1]
+
+    return fn
+
+
+def score_graph(prior: FlowPrior, length: int | None = None, batch: int = 2,
+                dynamic: bool = True) -> torch.fx.GraphModule:
+    """Trace `prior`'s score into an fx GraphModule `(x, sigma) -> (score, log_prob)` (see module doc).
+
+    `length` (default 64 frames) and `batch` only shape the example used for tracing; with
+    `dynamic` (symbolic tracing) the graph accepts any batch and any length that is a multiple
+    of `prior.cfg.squeeze`. The prior is traced in eval mode; its own mode is left unchanged.
+    """
+    q = prior.cfg.squeeze
+    length = 64 * q if length is None else length
+    if length % q:
+        raise ValueError(f"length {length} is not a multiple of the prior's squeeze {q}")
+    # Distinct sizes keep the symbolic tracer from identifying batch with anything else.
+    batch = max(batch, 2)
+    x = torch.zeros(batch, 1, length)
+    sigma = torch.full((batch,), 0.1)
+    was_training = prior.training
+    prior.eval()
+    try:
+        gm = make_fx(score_function(prior), decomposition_table=DECOMPOSITIONS,
+                     tracing_mode="symbolic" if dynamic else "real", _allow_non_fake_inputs=True)(x, sigma)
+    finally:
+        prior.train(was_training)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+class ScoreModule(torch.nn.Module):
+    """The traced score graph behind a `forward(x, sigma)` with named arguments, for torch.export."""
+
+    def __init__(self, graph: torch.fx.GraphModule) -> None:
+        super().__init__()
+        self.graph_module = graph
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.graph_module(x, sigma)
+

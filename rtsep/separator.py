@@ -1,0 +1,202 @@
+"""Separator: the one object the CLI and the library both use to split audio into sources.
+
+Stems are returned as each source's contribution to the input (the model mixes by mean, so a
+stem is s_k / N): they sum back to the input exactly, at the input's rate and channel count.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .audio import AtomicWriter, StreamResampler, info_audio, iter_blocks, resample
+from .card import read_card
+from .engine import BlockEngine, BlockGeometry
+from .errors import AudioError, BundleError
+from .langevin import LangevinConfig
+
+DEFAULT_MODEL = "music4"
+MODELS_DIR = Path(os.environ.get("RTSEP_MODELS", Path(__file__).resolve().parent.parent / "models"))
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A model directory given as a path or as the name of a shipped model."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    shipped = MODELS_DIR / str(model)
+    if shipped.is_dir():
+        return shipped
+    have = ", ".join(sorted(p.name for p in MODELS_DIR.iterdir() if (p / "card.json").exists())) if MODELS_DIR.is_dir() else ""
+    raise BundleError(f"no model {str(model)!r} (shipped models: {have or 'none'})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Run-time knobs, separate from the model: Langevin steps, chains, seed, block geometry."""
+
+    steps: int = 4
+    samples: int = 1
+    seed: int = 0
+    geometry: BlockGeometry = BlockGeometry()
+    langevin: LangevinConfig = LangevinConfig()
+
+
+class Separator:
+    """Split (channels, samples) audio into (sources, channels, samples) stems."""
+
+    def __init__(self, backend, run: RunConfig = RunConfig()) -> None:
+        self.backend = backend
+        self.run = run
+        lcfg = replace(run.langevin, steps=run.steps)
+        self.engine = BlockEngine(backend, run.geometry, lcfg)
+
+    @classmethod
+    def load(cls, model: str | Path = DEFAULT_MODEL, backend: str = "torch", steps: int | None = None,
+             samples: int = 1, seed: int = 0, geometry: BlockGeometry | None = None, provider: str = "auto",
+             threads: int | None = None) -> "Separator":
+        """Load a shipped model by name or a model directory; Langevin defaults come from its card."""
+        model_dir = resolve_model(model)
+        card = read_card(model_dir)
+        if "encoder" not in card:
+            raise BundleError(f"{model_dir} has no encoder: it is not a complete separation model")
+        if backend == "torch":
+            from .backends import TorchBackend
+
+            be = TorchBackend(model_dir, threads=threads)
+        elif backend == "onnx":
+            from .onnx_backend import OnnxBackend
+
+            be = OnnxBackend(model_dir, provider=provider, threads=threads)
+        else:
+            raise BundleError(f"unknown backend {backend!r} (torch or onnx)")
+        lcfg = LangevinConfig(**card.get("langevin", {}))
+        run = RunConfig(steps=lcfg.steps if steps is None else steps, samples=samples, seed=seed,
+                        geometry=geometry or BlockGeometry(), langevin=lcfg)
+        return cls(be, run)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.backend.sources)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.backend.sample_rate)
+
+    def separate(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """audio (channels, samples) -> stems (sources, channels, samples) summing to audio."""
+        mean, _ = self._separate_array(audio, sample_rate)
+        return mean
+
+    def _separate_array(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        if audio.shape[1] == 0:
+            raise AudioError("empty audio")
+        if not np.isfinite(audio).all():
+            raise AudioError("audio contains NaN or Inf")
+        x = resample(audio, sample_rate, self.sample_rate)
+        state = self.engine.new_stream(audio.shape[0], seed=self.run.seed, samples=self.run.samples)
+        est = np.concatenate([self.engine.process(state, x), self.engine.flush(state, x.shape[1])], axis=-1)
+        return self._finish(est, audio, sample_rate)
+
+    def _finish(self, est: np.ndarray, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """est (S, C, N, T') at model rate -> (mean stems, spread) at input rate, stems summing to audio."""
+        n = est.shape[2]
+        stems = est.transpose(0, 2, 1, 3) / n  # (S, N, C, T')
+        stems = np.stack([np.stack([resample(s, self.sample_rate, sample_rate) for s in chain]) for chain in stems])
+        t = audio.shape[1]
+        stems = stems[..., :t]
+        if stems.shape[-1] < t:
+            stems = np.pad(stems, [(0, 0)] * 3 + [(0, t - stems.shape[-1])])
+        mean = stems.mean(axis=0)
+        mean += (audio - mean.sum(axis=0)) / n
+        spread = stems.std(axis=0)
+        return mean.astype(np.float32), spread.astype(np.float32)
+
+    def separate_file(self, path: Path, out_dir: Path, fmt: str = "wav", progress: Callable[[int, int], None] | None = None,
+                      block_seconds: float = 10.0) -> list[Path]:
+        """Stream a file of any length through the engine with bounded memory; write stems atomically.
+
+        Writes OUT_DIR/<track>/<source>.<fmt> (and <source>.spread.<fmt> when samples > 1); nothing is
+        left behind if reading, separating or writing fails or is interrupted.
+        """
+        sr, channels, frames = info_audio(path)
+        track = out_dir / Path(path).stem
+        names = [track / f"{s}.{fmt}" for s in self.sources]
+        if self.run.samples > 1:
+            names += [track / f"{s}.spread.{fmt}" for s in self.sources]
+        writers = [AtomicWriter(p, sr, channels, fmt) for p in names]
+        n = len(self.sources)
+        down = StreamResampler(sr, self.sample_rate, channels)
+        ups = [[StreamResampler(self.sample_rate, sr, channels) for _ in range(n)] for _ in range(self.run.samples)]
+        state = self.engine.new_stream(channels, seed=self.run.seed, samples=self.run.samples)
+        # Input at the original rate must stay aligned with the output: keep a delay line of it.
+        pending_in: list[np.ndarray] = []
+        pending_out: list[np.ndarray] = []
+        fed_model, written = 0, 0
+        block = max(1, int(block_seconds * sr))
+        try:
+            for w in writers:
+                w.__enter__()
+            chunks = iter_blocks(path, block)
+            done_in = 0
+            last = False
+            while not last:
+                chunk = next(chunks, None)
+                last = chunk is None
+                if chunk is not None:
+                    pending_in.append(chunk)
+                    done_in += chunk.shape[1]
+                x = down.process(chunk if chunk is not None else np.zeros((channels, 0), np.float32), last=last)
+                fed_model += x.shape[1]
+                est = self.engine.process(state, x)
+                if last:
+                    est = np.concatenate([est, self.engine.flush(state, fed_model)], axis=-1)
+                written += self._emit(est, ups, pending_in, pending_out, writers, last)
+                if progress:
+                    progress(min(done_in, frames), frames)
+            for w in writers:
+                w.__exit__(None, None, None)
+        except BaseException as exc:
+            for w in writers:
+                w.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return names
+
+    def _emit(self, est: np.ndarray, ups, pending_in: list[np.ndarray], pending_out: list[np.ndarray], writers,
+              last: bool) -> int:
+        """Resample a piece of output back, align it with the input it belongs to, make it sum exactly."""
+        s_chains, c, n, _ = est.shape
+        back = np.stack([np.stack([ups[s][k].process(est[s, :, k] / n, last=last) for k in range(n)])
+                         for s in range(s_chains)])  # (S, N, C, m): every resampler saw equal lengths
+        pending_out.append(back)
+        out = np.concatenate(pending_out, axis=-1)
+        audio = np.concatenate(pending_in, axis=1) if pending_in else np.zeros((c, 0), np.float32)
+        if last:  # the resampled total may differ by a sample or two from the input's: pad or trim
+            m = audio.shape[1]
+            if out.shape[-1] < m:
+                out = np.pad(out, [(0, 0)] * 3 + [(0, m - out.shape[-1])])
+        else:
+            m = min(out.shape[-1], audio.shape[1])
+        pending_out.clear()
+        pending_in.clear()
+        if out.shape[-1] > m and not last:
+            pending_out.append(out[..., m:])
+        if audio.shape[1] > m:
+            pending_in.append(audio[:, m:])
+        if m == 0:
+            return 0
+        stems, mix = out[..., :m], audio[:, :m]
+        mean = stems.mean(axis=0)
+        mean += (mix - mean.sum(axis=0)) / n
+        for k in range(n):
+            writers[k].write(mean[k])
+        if s_chains > 1:
+            spread = stems.std(axis=0)
+            for k in range(n):
+                writers[n + k].write(spread[k])
+        return m

@@ -1,0 +1,58 @@
+"""Resumable training state: weights, optimizer, step and RNG in one file, replaced atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import BundleError
+
+
+def save_checkpoint(path: Path, **state: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The saved state, or None when there is nothing to resume."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise BundleError(f"corrupt checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
+def save_weights(path: Path, module: torch.nn.Module) -> None:
+    """State dict only (no pickled classes), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(module.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path, module: torch.nn.Module) -> torch.nn.Module:
+    if not path.exists():
+        raise BundleError(f"missing weights {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except Exception as exc:
+        raise BundleError(f"weights {path} do not match the model config: {str(exc).splitlines()[0]}") from None
+    return module
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def restore_rng(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng

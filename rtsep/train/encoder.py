@@ -1,0 +1,165 @@
+"""`rtsep train encoder`: fit q_phi(s_k | m) for all sources of a model directory.
+
+The default objective is the seed's (DESIGN.md §1):
+    sum_k KL[q_phi_k(s_k | m) || p_k(s_k)] + ||mean_k s_hat_k - m||^2 / (2 gamma^2)
+with s_hat ~ q by reparameterisation and the KL estimated by Monte Carlo. The priors are frozen
+(no parameter gradients) but log p_k(s_hat_k) stays differentiable in s_hat, so the encoder
+learns from them; the thesis code detached it and so trained on the mixture term alone.
+Training mixtures are sums of independent random excerpts of the source-only sets: no paired
+stems are used by the seed objective. `supervised` (labelled as such everywhere) regresses the
+excerpts that were mixed, as a comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..card import provenance, read_card, update_card
+from ..datasets.folder import SourceSet
+from ..errors import BundleError, DataError
+from ..nn.encoder import Encoder, EncoderConfig
+from .checkpoint import load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
+from .prior import load_prior
+from .progress import bar
+
+LOG_2PI = math.log(2 * math.pi)
+OBJECTIVES = ("seed", "supervised")
+
+
+@dataclass
+class EncoderTraining:
+    objective: str = "seed"
+    steps: int = 2000
+    batch: int = 8
+    segment: int = 16384
+    lr: float = 1e-3
+    seed: int = 0
+    gain_min: float = 0.5
+    gain_max: float = 1.0
+    kl_sigma: float = 0.01
+    gamma: float = 0.01
+    checkpoint_every: int = 50
+
+
+def encoder_paths(model_dir: Path) -> tuple[Path, Path]:
+    return model_dir / "encoder.pt", model_dir / "ckpt" / "encoder.pt"
+
+
+def load_encoder(model_dir: Path) -> Encoder:
+    card = read_card(model_dir)
+    if "encoder" not in card:
+        raise BundleError(f"{model_dir} has no trained encoder (train one with `rtsep train encoder`)")
+    enc = Encoder(EncoderConfig.from_dict(card["encoder"]["config"]))
+    load_weights(encoder_paths(model_dir)[0], enc)
+    return enc.eval()
+
+
+def mixture_batch(rng: np.random.Generator, sets: list[SourceSet], tr: EncoderTraining
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mix (B,1,T), sources (B,N,T)) from independent excerpts, mixed by mean."""
+    src = np.stack([s.excerpts(rng, tr.batch, tr.segment, gain=(tr.gain_min, tr.gain_max)) for s in sets], axis=1)
+    src_t = torch.from_numpy(src)
+    return src_t.mean(dim=1, keepdim=True), src_t
+
+
+def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, tr: EncoderTraining) -> tuple[torch.Tensor, dict]:
+    """Seed objective in nats per sample: KL terms per source plus the mixture term."""
+    mean, log_scale = enc(mix)
+    eps = torch.randn_like(mean)
+    s_hat = mean + torch.exp(log_scale) * eps
+    t = mix.shape[-1]
+    log_q = (-0.5 * (eps**2 + LOG_2PI) - log_scale).sum(dim=-1) / t  # (B, N)
+    log_p = torch.stack([p.log_prob(s_hat[:, k : k + 1], tr.kl_sigma) for k, p in enumerate(priors)], dim=1)
+    kl = (log_q - log_p).mean(dim=0)  # (N,)
+    mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * tr.gamma**2 * t)
+    loss = kl.sum() + mix_term
+    return loss, {"kl": kl.sum().item(), "mix": mix_term.item()}
+
+
+def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Comparison only: MSE of the means plus a Gaussian NLL that teaches the scales."""
+    mean, log_scale = enc(mix)
+    mse = ((mean - sources) ** 2).mean()
+    nll = (0.5 * ((sources - mean.detach()) / torch.exp(log_scale)) ** 2 + log_scale).mean()
+    return 100 * mse + 0.01 * nll, {"mse": mse.item()}
+
+
+def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: EncoderTraining,
+                  minutes: float | None = None, show: bool = True) -> dict:
+    """Train (or resume) the encoder of MODEL_DIR; returns the card entry written."""
+    if tr.objective not in OBJECTIVES:
+        raise DataError(f"unknown objective {tr.objective!r} (choose from {', '.join(OBJECTIVES)})")
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    sources = list(card.get("priors", {}))
+    if not sources:
+        raise BundleError(f"{model_dir} holds no priors: train them first with `rtsep train prior`")
+    sr = card["sample_rate"]
+    cfg = cfg or EncoderConfig(sources=sources, sample_rate=sr)
+    if list(cfg.sources) != sources or cfg.sample_rate != sr:
+        raise BundleError(f"encoder config does not match the priors of {model_dir} ({sources} at {sr} Hz)")
+    if tr.segment % cfg.stride:
+        raise DataError(f"segment must be a multiple of {cfg.stride}")
+    sets = [SourceSet.load(data, s, sr, "train") for s in sources]
+    priors = [load_prior(model_dir, s).requires_grad_(False) for s in sources]
+    weights, ckpt_path = encoder_paths(model_dir)
+    torch.manual_seed(tr.seed)
+    enc = Encoder(cfg)
+    opt = torch.optim.Adam(enc.parameters(), lr=tr.lr)
+    rng = np.random.default_rng(tr.seed)
+    step, elapsed, history = 0, 0.0, []
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
+        if ckpt["config"] != cfg.to_dict() or ckpt["training"]["objective"] != tr.objective:
+            raise BundleError(f"checkpoint {ckpt_path} was made with another config; remove it to restart")
+        enc.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        rng = restore_rng(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
+                                              last_epoch=step - 1 if step else -1)
+    deadline = time.monotonic() + minutes * 60 if minutes else None
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, config=cfg.to_dict(), training=asdict(tr), model=enc.state_dict(),
+                        opt=opt.state_dict(), rng=rng_state(rng), torch_rng=torch.get_rng_state(), step=step,
+                        elapsed=elapsed, history=history)
+
+    enc.train()
+    t0, ema = time.monotonic(), None
+    with bar(disable=not show) as progress:
+        task = progress.add_task(f"encoder ({tr.objective})", total=tr.steps, completed=step, info="")
+        while step < tr.steps and (deadline is None or time.monotonic() < deadline):
+            mix, src = mixture_batch(rng, sets, tr)
+            if tr.objective == "seed":
+                loss, parts = seed_loss(enc, priors, mix, tr)
+            else:
+                loss, parts = supervised_loss(enc, mix, src)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(enc.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            step += 1
+            ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+            progress.update(task, advance=1, info=f"loss {ema:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items()))
+            if step % tr.checkpoint_every == 0 or step == tr.steps:
+                elapsed += time.monotonic() - t0
+                t0 = time.monotonic()
+                history.append({"step": step, "loss": round(ema, 4), **{k: round(v, 4) for k, v in parts.items()}})
+                checkpoint()
+    elapsed += time.monotonic() - t0
+    checkpoint()
+    save_weights(weights, enc)
+    entry = {"config": cfg.to_dict(),
+             "training": {**asdict(tr), "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
+                          "history": history[-20:], **provenance()}}
+    update_card(model_dir, "encoder", value=entry)
+    return entry

@@ -1,0 +1,134 @@
+"""`rtsep train prior`: fit one noise-conditioned flow on one source's clips alone."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..card import provenance, read_card, update_card
+from ..datasets.folder import SourceSet
+from ..errors import BundleError
+from ..nn.flow import FlowPrior, PriorConfig
+from .checkpoint import load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
+from .progress import bar
+
+
+@dataclass
+class PriorTraining:
+    """Run-time knobs of prior training (stored in the card next to the architecture)."""
+
+    steps: int = 3000
+    batch: int = 16
+    segment: int = 8192
+    lr: float = 1e-3
+    seed: int = 0
+    gain_min: float = 0.5
+    gain_max: float = 1.0
+    checkpoint_every: int = 100
+
+
+def prior_paths(model_dir: Path, source: str) -> tuple[Path, Path]:
+    """(weights, resumable checkpoint) of one source's prior."""
+    return model_dir / "priors" / f"{source}.pt", model_dir / "ckpt" / f"prior_{source}.pt"
+
+
+def sample_sigmas(rng: np.random.Generator, n: int, cfg: PriorConfig) -> np.ndarray:
+    """Log-uniform noise levels over the prior's range, so every sampler level is trained."""
+    lo, hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
+    return np.exp(rng.uniform(lo, hi, size=n)).astype(np.float32)
+
+
+def noisy_batch(rng: np.random.Generator, data: SourceSet, cfg: PriorConfig, tr: PriorTraining
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    clean = data.excerpts(rng, tr.batch, tr.segment, gain=(tr.gain_min, tr.gain_max))
+    sig = sample_sigmas(rng, tr.batch, cfg)
+    x = clean + sig[:, None] * rng.standard_normal(clean.shape).astype(np.float32)
+    return torch.from_numpy(x[:, None, :]), torch.from_numpy(sig)
+
+
+def load_prior(model_dir: Path, source: str) -> FlowPrior:
+    """A trained prior from MODEL_DIR, in eval mode."""
+    card = read_card(model_dir)
+    entry = card.get("priors", {}).get(source)
+    if entry is None:
+        have = ", ".join(card.get("priors", {})) or "none"
+        raise BundleError(f"{model_dir} has no prior for source {source!r} (it has: {have})")
+    prior = FlowPrior(PriorConfig.from_dict(entry["config"]))
+    load_weights(prior_paths(model_dir, source)[0], prior)
+    return prior.eval()
+
+
+def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: PriorTraining,
+                minutes: float | None = None, show: bool = True) -> dict:
+    """Train (or resume) the prior of `source`; returns the card entry written."""
+    model_dir = Path(model_dir)
+    weights, ckpt_path = prior_paths(model_dir, source)
+    train_set = SourceSet.load(data, source, cfg.sample_rate, "train")
+    valid_set = SourceSet.load(data, source, cfg.sample_rate, "valid")
+    torch.manual_seed(tr.seed)
+    prior = FlowPrior(cfg)
+    opt = torch.optim.Adam(prior.parameters(), lr=tr.lr)
+    rng = np.random.default_rng(tr.seed)
+    step, elapsed, history = 0, 0.0, []
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
+        if ckpt["config"] != cfg.to_dict():
+            raise BundleError(f"checkpoint {ckpt_path} was made with another config; remove it to restart")
+        prior.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        rng = restore_rng(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
+                                              last_epoch=step - 1 if step else -1)
+    deadline = time.monotonic() + minutes * 60 if minutes else None
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, config=cfg.to_dict(), model=prior.state_dict(), opt=opt.state_dict(),
+                        rng=rng_state(rng), torch_rng=torch.get_rng_state(), step=step, elapsed=elapsed,
+                        history=history)
+
+    prior.train()
+    t0, ema = time.monotonic(), None
+    with bar(disable=not show) as progress:
+        task = progress.add_task(f"prior {source}", total=tr.steps, completed=step, info="")
+        while step < tr.steps and (deadline is None or time.monotonic() < deadline):
+            x, sig = noisy_batch(rng, train_set, cfg, tr)
+            loss = -prior.log_prob(x, sig).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            progress.update(task, advance=1, info=f"nll {ema:.3f} nats/sample")
+            if step % tr.checkpoint_every == 0 or step == tr.steps:
+                elapsed += time.monotonic() - t0
+                t0 = time.monotonic()
+                history.append({"step": step, "nll": round(ema, 4)})
+                checkpoint()
+    elapsed += time.monotonic() - t0
+    checkpoint()
+    prior.eval()
+    with torch.no_grad():
+        vx, vs = noisy_batch(np.random.default_rng(tr.seed + 1), valid_set, cfg, tr)
+        valid_nll = float(-prior.log_prob(vx, vs).mean())
+    save_weights(weights, prior)
+    entry = {
+        "config": cfg.to_dict(),
+        "training": {**tr.__dict__, "steps_done": step, "seconds": round(elapsed, 1),
+                     "data": str(data), "train_clips": len(train_set.clips), "valid_nll": round(valid_nll, 4),
+                     "history": history[-20:], **provenance()},
+    }
+    update_card(model_dir, "priors", source, value=entry)
+    card = read_card(model_dir)
+    card.setdefault("sample_rate", cfg.sample_rate)
+    if card["sample_rate"] != cfg.sample_rate:
+        raise BundleError(f"{model_dir} holds models at {card['sample_rate']} Hz, not {cfg.sample_rate} Hz")
+    return entry
