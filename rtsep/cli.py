@@ -257,3 +257,60 @@ def eval_separate_cmd(
         tmp = json_out.with_name(f".{json_out.name}.tmp")
         tmp.write_text(json.dumps(res, indent=2))
         tmp.replace(json_out)
+
+
+@app.command("file")
+@one_line_errors
+def file_cmd(
+    inputs: list[Path] = typer.Argument(..., help="Audio files (any format soundfile reads)."),
+    out_dir: Path = typer.Option(Path("separated"), "-o", "--out", help="Writes OUT/<track>/<source>.<ext>."),
+    model: str = typer.Option("music4", help="Shipped model name or model directory."),
+    steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps per block (default: the model card's)."),
+    samples: int = typer.Option(1, min=1, max=64, help="Posterior samples; > 1 also writes <source>.spread.<ext>."),
+    fmt: str = typer.Option("wav", "--format", help="wav or flac."),
+    seed: int = typer.Option(0, help="Seed of the Langevin noise: the same seed gives the same stems."),
+    backend: str = typer.Option("torch", help="torch or onnx (ONNX Runtime)."),
+    provider: str = typer.Option("auto", help="ONNX Runtime provider: auto, cpu or cuda."),
+    overwrite: bool = typer.Option(False, help="Replace stems that already exist."),
+) -> None:
+    """Separate files into stems; the stems sum back to the input."""
+    from .audio import SUPPORTED_OUTPUT
+    from .separator import Separator
+    from .train.progress import bar
+
+    if fmt not in SUPPORTED_OUTPUT:
+        fail(f"unsupported output format {fmt!r} (choose from {', '.join(SUPPORTED_OUTPUT)})")
+    sep = Separator.load(model, backend=backend, steps=steps, samples=samples, seed=seed, provider=provider)
+    failed = 0
+    with bar() as progress:
+        for path in inputs:
+            track = out_dir / path.stem
+            existing = [track / f"{s}.{fmt}" for s in sep.sources if (track / f"{s}.{fmt}").exists()]
+            if existing and not overwrite:
+                console.print(f"[red]error:[/red] {path}: {existing[0]} exists (use --overwrite)", highlight=False)
+                failed += 1
+                continue
+            task = progress.add_task(path.name, total=None, info="")
+            try:
+                written = sep.separate_file(path, out_dir, fmt=fmt, progress=progress_cb(progress, task))
+            except RtsepError as exc:
+                progress.remove_task(task)
+                console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                failed += 1
+                continue
+            progress.update(task, info=f"-> {written[0].parent}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command("models")
+@one_line_errors
+def models_cmd() -> None:
+    """List shipped models with their sources and measured quality."""
+    from .card import read_card
+    from .separator import MODELS_DIR
+
+    for d in sorted(p for p in MODELS_DIR.iterdir() if (p / "card.json").exists()):
+        card = read_card(d)
+        out.print(f"{d.name}: sources {', '.join(card.get('priors', {}))} at {card.get('sample_rate')} Hz"
+                  f"{'' if 'encoder' in card else ' (priors only)'}")

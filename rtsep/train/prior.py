@@ -67,6 +67,9 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
                 minutes: float | None = None, show: bool = True) -> dict:
     """Train (or resume) the prior of `source`; returns the card entry written."""
     model_dir = Path(model_dir)
+    have_sr = read_card(model_dir).get("sample_rate", cfg.sample_rate)
+    if have_sr != cfg.sample_rate:
+        raise BundleError(f"{model_dir} holds models at {have_sr} Hz, not {cfg.sample_rate} Hz")
     weights, ckpt_path = prior_paths(model_dir, source)
     train_set = SourceSet.load(data, source, cfg.sample_rate, "train")
     valid_set = SourceSet.load(data, source, cfg.sample_rate, "valid")
@@ -127,8 +130,5 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
                      "history": history[-20:], **provenance()},
     }
     update_card(model_dir, "priors", source, value=entry)
-    card = read_card(model_dir)
-    card.setdefault("sample_rate", cfg.sample_rate)
-    if card["sample_rate"] != cfg.sample_rate:
-        raise BundleError(f"{model_dir} holds models at {card['sample_rate']} Hz, not {cfg.sample_rate} Hz")
+    update_card(model_dir, "sample_rate", value=cfg.sample_rate)
     return entry

@@ -1,0 +1,354 @@
+"""Trained model directory -> ONNX bundle: `encoder.onnx` + `score_<source>.onnx`, checked against torch.
+
+MODEL_DIR holds `card.json` (`card["priors"][source]["config"]`, `card["encoder"]["config"]`) and
+the weights `priors/<source>.pt` and `encoder.pt`. `export_bundle` writes into OUT (default
+MODEL_DIR/onnx/):
+
+    encoder.onnx        mix (B, 1, T) -> mean (B, N, T), log_scale (B, N, T)
+    score_<source>.onnx x (B, 1, T), sigma (B,) -> score (B, 1, T), log_prob (B,)
+    manifest.json       sha256 of each graph, window, shapes, ONNX-vs-torch errors
+
+B and T are dynamic (T a multiple of `time_multiple`, the encoder stride and the priors'
+squeeze); `window` is the length the graphs are traced at and checked at (with a second, shorter
+length to prove the time axis free). Each graph embeds its metadata (sample_rate, sources,
+window, sigmas, rtsep_version, graph, source) in ONNX `metadata_props`; values other than plain
+strings are JSON. Parity: onnxruntime (CPU) against torch on random audio, and on `audio` when
+given; the max abs error of each graph must be below 1e-4 times max(1, max |torch output|).
+Requires torch (rtsep[train]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .card import CARD, read_card, update_card
+from .errors import BundleError, RtsepError
+from .nn.encoder import Encoder, EncoderConfig
+from .nn.flow import FlowPrior, PriorConfig
+from .nn.score import INPUT_NAMES as SCORE_INPUTS
+from .nn.score import OUTPUT_NAMES as SCORE_OUTPUTS
+from .nn.score import ScoreModule, score_graph
+from .train.checkpoint import load_weights
+
+WINDOW = 16384  # samples: ~1 s at 16 kHz, the block window (context + hop + lookahead) the graphs are traced at
+TOLERANCE = 1e-4
+ENCODER_INPUTS = ("mix",)
+ENCODER_OUTPUTS = ("mean", "log_scale")
+ENCODER_FILE = "encoder.onnx"
+MANIFEST = "manifest.json"
+
+
+def score_file(source: str) -> str:
+    return f"score_{source}.onnx"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the torch models
+
+
+def _config(entry: Any, cls: type, what: str, model_dir: Path):
+    if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+        raise BundleError(f"{model_dir / CARD} has no config for {what}")
+    try:
+        return cls.from_dict(entry["config"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{model_dir / CARD}: bad config for {what}: {exc}") from None
+
+
+def _build(cls: type, cfg: Any, what: str, model_dir: Path) -> torch.nn.Module:
+    try:
+        return cls(cfg)
+    except Exception as exc:  # a config whose numbers cannot make a network
+        raise BundleError(f"{model_dir / CARD}: config for {what} does not build: {exc}") from None
+
+
+def load_models(model_dir: Path, priors_only: bool = False
+                ) -> tuple[dict[str, Any], Encoder | None, dict[str, FlowPrior]]:
+    """(card, encoder or None, priors by source) of MODEL_DIR in eval mode; BundleError if unusable."""
+    model_dir = Path(model_dir)
+    if not (model_dir / CARD).is_file():
+        raise BundleError(f"{model_dir} is not a model directory (no {CARD})")
+    card = read_card(model_dir)
+    entries = card.get("priors") or {}
+    if not isinstance(entries, dict) or not entries:
+        raise BundleError(f"{model_dir} has no trained priors")
+    encoder = None
+    if not priors_only:
+        if "encoder" not in card:
+            raise BundleError(f"{model_dir} has no encoder (train it first, or export the priors only)")
+        enc_cfg = _config(card["encoder"], EncoderConfig, "the encoder", model_dir)
+        encoder = load_weights(model_dir / "encoder.pt", _build(Encoder, enc_cfg, "the encoder", model_dir))
+        encoder.eval()
+        missing = [s for s in enc_cfg.sources if s not in entries]
+        if missing:
+            raise BundleError(f"{model_dir} has no prior for source(s) {', '.join(missing)}")
+        sources = list(enc_cfg.sources)
+    else:
+        sources = list(entries)
+    priors = {}
+    for source in sources:
+        cfg = _config(entries[source], PriorConfig, f"prior {source!r}", model_dir)
+        prior = _build(FlowPrior, cfg, f"prior {source!r}", model_dir)
+        priors[source] = load_weights(model_dir / "priors" / f"{source}.pt", prior).eval()
+    rates = {p.cfg.sample_rate for p in priors.values()} | ({encoder.cfg.sample_rate} if encoder else set())
+    if len(rates) != 1:
+        raise BundleError(f"{model_dir}: encoder and priors disagree on the sample rate ({sorted(rates)})")
+    return card, encoder, priors
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """torch.onnx's progress lines and warnings are noise for a user of `rtsep export`."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _save(program: Any, path: Path, meta: dict[str, Any]) -> None:
+    """Save an ONNXProgram with `meta` embedded as metadata_props, checked, atomically."""
+    import onnx
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    program.save(os.fspath(tmp))
+    model = onnx.load(os.fspath(tmp))
+    props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    onnx.helper.set_model_props(model, props)
+    model.doc_string = f"rtsep {meta.get('graph')} graph"
+    onnx.checker.check_model(model)
+    onnx.save(model, os.fspath(tmp))
+    os.replace(tmp, path)
+
+
+def _name_io(program: Any, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+    """Name the graph's inputs and outputs, first renaming any inner value that holds one of those
+    names (torch.onnx's own `output_names` leaves such clashes, e.g. an inner "mean" node)."""
+    graph = program.model.graph
+    wanted = list(inputs) + list(outputs)
+    io = list(graph.inputs) + list(graph.outputs)
+    if len(io) != len(wanted):
+        raise RuntimeError(f"graph has {len(io)} inputs and outputs, expected {len(wanted)}")
+    taken = {v.name for n in graph for v in n.outputs} | {v.name for v in io}
+    for node in graph:
+        for value in node.outputs:
+            if value.name in wanted and not any(value is v for v in io):
+                k = 1
+                while f"{value.name}_{k}" in taken:
+                    k += 1
+                value.name = f"{value.name}_{k}"
+                taken.add(value.name)
+    for value, name in zip(io, wanted):
+        value.name = name
+
+
+def export_encoder(encoder: Encoder, path: Path, window: int, meta: dict[str, Any]) -> None:
+    """encoder.onnx with dynamic batch and time (time a multiple of the encoder stride)."""
+    from torch.export import Dim
+
+    batch, frames = Dim("batch", min=1, max=4096), Dim("frames", min=2, max=1 << 22)
+    example = (torch.zeros(2, 1, window),)
+    with _quiet_export(), torch.no_grad():
+        program = torch.onnx.export(
+            encoder, example, dynamo=True, verbose=False,
+            dynamic_shapes={"mix": {0: batch, 2: encoder.cfg.stride * frames}})
+    _name_io(program, ENCODER_INPUTS, ENCODER_OUTPUTS)
+    _save(program, path, meta)
+
+
+def export_score(prior: FlowPrior, path: Path, window: int, meta: dict[str, Any]) -> None:
+    """score_<source>.onnx with dynamic batch and time (time a multiple of the prior's squeeze)."""
+    from torch.export import Dim
+
+    batch, frames = Dim("batch", min=1, max=4096), Dim("frames", min=1, max=1 << 22)
+    module = ScoreModule(score_graph(prior, length=window))
+    example = (torch.zeros(2, 1, window), torch.full((2,), 0.1))
+    with _quiet_export():
+        program = torch.onnx.export(
+            module, example, dynamo=True, verbose=False,
+            dynamic_shapes={"x": {0: batch, 2: prior.cfg.squeeze * frames}, "sigma": {0: batch}})
+    _name_io(program, SCORE_INPUTS, SCORE_OUTPUTS)
+    _save(program, path, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity
+
+
+def _error(got: Sequence[np.ndarray], want: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """(max abs error, max |reference|) over all outputs."""
+    err = max(float(np.max(np.abs(g - w.detach().numpy()))) for g, w in zip(got, want))
+    scale = max(float(w.detach().abs().max()) for w in want)
+    return err, scale
+
+
+def _clips(audio: Sequence[np.ndarray] | np.ndarray | None, window: int) -> list[np.ndarray]:
+    """Real audio as (1, 1, window) float32 arrays: mono, first `window` samples, zero-padded."""
+    if audio is None:
+        return []
+    if isinstance(audio, np.ndarray) and audio.ndim == 1:
+        audio = [audio]
+    clips = []
+    for a in audio:
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim == 2:  # (channels, samples)
+            a = a.mean(axis=0)
+        a = a.reshape(-1)[:window]
+        clips.append(np.pad(a, (0, window - a.size))[None, None])
+    return clips
+
+
+def check_encoder(sess: Any, encoder: Encoder, inputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Max abs error of the encoder graph against torch on each named (B, 1, T) input."""
+    out = {}
+    for name, mix in inputs.items():
+        got = sess.run(list(ENCODER_OUTPUTS), {"mix": mix})
+        with torch.no_grad():
+            want = encoder(torch.from_numpy(mix))
+        out[name], out[f"{name}_scale"] = _error(got, want)
+    return out
+
+
+def check_score(sess: Any, prior: FlowPrior, inputs: dict[str, np.ndarray], rng: np.random.Generator
+                ) -> dict[str, float]:
+    """Max abs error of a score graph against `FlowPrior.score`/`log_prob`, one item per sigma level."""
+    sigmas = np.asarray(prior.cfg.sigmas or [prior.cfg.sigma_max, prior.cfg.sigma_min], dtype=np.float32)
+    out = {}
+    for name, clean in inputs.items():
+        # every clip at every annealing level, as the sampler sees it: x = s + sigma * noise
+        s = np.repeat(clean, len(sigmas), axis=0)
+        sig = np.tile(sigmas, clean.shape[0])
+        x = (s + sig[:, None, None] * rng.standard_normal(s.shape)).astype(np.float32)
+        got = sess.run(list(SCORE_OUTPUTS), {"x": x, "sigma": sig})
+        xt, st = torch.from_numpy(x), torch.from_numpy(sig)
+        score = prior.score(xt, st)
+        with torch.no_grad():
+            log_prob = prior.log_prob(xt, st)
+        out[name], out[f"{name}_scale"] = _error(got, (score, log_prob))
+    return out
+
+
+def _shapes(sess: Any) -> dict[str, dict[str, list]]:
+    return {"inputs": {a.name: list(a.shape) for a in sess.get_inputs()},
+            "outputs": {a.name: list(a.shape) for a in sess.get_outputs()}}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW, check: bool = True,
+                  audio: Sequence[np.ndarray] | np.ndarray | None = None, priors_only: bool = False,
+                  seed: int = 0, verbose: bool = False) -> dict[str, Any]:
+    """Export MODEL_DIR's encoder and priors to ONNX in `out` (default MODEL_DIR/onnx/).
+
+    `window`: samples the graphs are traced and checked at (they accept any length that is a
+    multiple of `time_multiple`). `check`: compare onnxruntime against torch on random audio at
+    `window` and at a second length, and on `audio` (mono arrays (samples,) or (channels,
+    samples) at the model's sample rate, cropped/padded to `window`), raising RtsepError when a
+    graph's max abs error is not below 1e-4 * max(1, max |torch output|). `priors_only` skips
+    the encoder. Returns the manifest written to OUT/manifest.json (also summarised in
+    card.json "onnx"); its "graphs"[file]["max_abs_error"] holds the errors per input.
+    Raises BundleError when MODEL_DIR cannot be exported (no card, no weights, weights that do
+    not match their config).
+    """
+    from . import runtime
+
+    model_dir = Path(model_dir)
+    _, encoder, priors = load_models(model_dir, priors_only=priors_only)
+    out = model_dir / "onnx" if out is None else Path(out)
+    multiple = math.lcm(*(p.cfg.squeeze for p in priors.values()), *([encoder.cfg.stride] if encoder else []))
+    if window < 2 * multiple or window % multiple:
+        raise RtsepError(f"window {window} must be a positive multiple of {multiple} (at least {2 * multiple})")
+    sources = list(priors)
+    sample_rate = next(iter(priors.values())).cfg.sample_rate
+    common = {"sample_rate": sample_rate, "sources": sources, "window": window, "time_multiple": multiple,
+              "sigmas": {s: list(p.cfg.sigmas) for s, p in priors.items()}, "rtsep_version": __version__}
+    out.mkdir(parents=True, exist_ok=True)
+
+    files: dict[str, tuple[str, Any]] = {}
+    if encoder is not None:
+        meta = {**common, "graph": "encoder", "stride": encoder.cfg.stride,
+                "receptive_field": encoder.cfg.receptive_field}
+        export_encoder(encoder, out / ENCODER_FILE, window, meta)
+        files[ENCODER_FILE] = ("encoder", encoder)
+    for source, prior in priors.items():
+        meta = {**common, "graph": "score", "source": source, "squeeze": prior.cfg.squeeze,
+                "sigma_min": prior.cfg.sigma_min, "sigma_max": prior.cfg.sigma_max,
+                "receptive_field": prior.receptive_field}
+        export_score(prior, out / score_file(source), window, meta)
+        files[score_file(source)] = ("score", prior)
+
+    rng = np.random.default_rng(seed)
+    short = max(2 * multiple, (window // 2 // multiple) * multiple)
+    if short == window:
+        short = window + multiple
+    inputs = {f"random_{window}": (0.1 * rng.standard_normal((2, 1, window))).astype(np.float32),
+              f"random_{short}": (0.1 * rng.standard_normal((1, 1, short))).astype(np.float32)}
+    inputs.update({f"audio{i}": clip for i, clip in enumerate(_clips(audio, window))})
+
+    graphs: dict[str, Any] = {}
+    failures = []
+    for name, (kind, model) in files.items():
+        path = out / name
+        sess = runtime.session(path, provider="cpu", warmup=False)
+        entry: dict[str, Any] = {"sha256": _sha256(path), "bytes": path.stat().st_size, **_shapes(sess)}
+        if check:
+            errs = (check_encoder(sess, model, inputs) if kind == "encoder"
+                    else check_score(sess, model, inputs, rng))
+            worst = max(v for k, v in errs.items() if not k.endswith("_scale"))
+            tol = TOLERANCE * max(1.0, max(v for k, v in errs.items() if k.endswith("_scale")))
+            entry["max_abs_error"] = {k: v for k, v in errs.items() if not k.endswith("_scale")}
+            entry["max_abs_output"] = max(v for k, v in errs.items() if k.endswith("_scale"))
+            entry["worst_error"] = worst
+            if verbose:
+                print(f"{name}: max abs error {worst:.2e} (tolerance {tol:.1e})")
+            if not worst < tol:
+                failures.append(f"{name} {worst:.2e} >= {tol:.1e}")
+        graphs[name] = entry
+
+    manifest = {"rtsep_version": __version__, "sample_rate": sample_rate, "sources": sources,
+                "window": window, "time_multiple": multiple, "dynamic_axes": ["batch", "time"],
+                "tolerance": TOLERANCE if check else None, "graphs": graphs}
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    if failures:
+        raise RtsepError(f"ONNX graphs differ from torch: {'; '.join(failures)} (see {out / MANIFEST})")
+    try:
+        where = str(out.resolve().relative_to(model_dir.resolve()))
+    except ValueError:
+        where = str(out.resolve())
+    update_card(model_dir, "onnx", value={
+        "dir": where, "window": window, "time_multiple": multiple, "rtsep_version": __version__,
+        "graphs": {n: g["sha256"] for n, g in graphs.items()},
+        "max_abs_error": {n: g.get("worst_error") for n, g in graphs.items()}})
+    return {**manifest, "dir": str(out)}

@@ -1,0 +1,192 @@
+"""ONNX export: score and encoder graphs equal torch at two lengths; metadata; unusable dirs refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtsep import runtime
+from rtsep.card import read_card, update_card
+from rtsep.errors import BundleError, RtsepError
+from rtsep.export import export_bundle
+from rtsep.nn.encoder import Encoder, EncoderConfig
+from rtsep.nn.flow import FlowPrior, PriorConfig
+from rtsep.nn.score import DECOMPOSITIONS, score_graph
+from rtsep.train.checkpoint import save_weights
+
+SOURCES = ["bass", "drums"]
+WINDOW = 1024
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_prior(source: str, seed: int) -> FlowPrior:
+    torch.manual_seed(seed)
+    prior = FlowPrior(PriorConfig(source=source, hidden=8, n_flows=2, layers=2))
+    for coupling in prior.couplings:  # the last layer starts at zero (identity): make it do something
+        torch.nn.init.normal_(coupling.net.end.weight, std=0.1)
+        torch.nn.init.normal_(coupling.net.end.bias, std=0.1)
+    prior.train()
+    with torch.no_grad():
+        prior(0.2 * torch.randn(4, 1, 2048), torch.full((4,), 0.05))  # ActNorm data init
+    return prior.eval()
+
+
+def tiny_encoder(seed: int) -> Encoder:
+    torch.manual_seed(seed)
+    return Encoder(EncoderConfig(sources=SOURCES, filters=16, bottleneck=8, hidden=16, blocks=3)).eval()
+
+
+def write_model(model_dir: Path) -> tuple[Encoder, dict[str, FlowPrior]]:
+    priors = {s: tiny_prior(s, i) for i, s in enumerate(SOURCES)}
+    for s, p in priors.items():
+        save_weights(model_dir / "priors" / f"{s}.pt", p)
+        update_card(model_dir, "priors", s, value={"config": p.cfg.to_dict()})
+    encoder = tiny_encoder(7)
+    save_weights(model_dir / "encoder.pt", encoder)
+    update_card(model_dir, "encoder", value={"config": encoder.cfg.to_dict()})
+    return encoder, priors
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("model")
+    encoder, priors = write_model(model_dir)
+    manifest = export_bundle(model_dir, window=WINDOW, audio=[0.3 * np.sin(np.arange(3000) / 7.0)])
+    return model_dir, manifest, encoder, priors
+
+
+def test_manifest_and_card(bundle):
+    model_dir, manifest, _, _ = bundle
+    onnx_dir = model_dir / "onnx"
+    names = {"encoder.onnx", "score_bass.onnx", "score_drums.onnx"}
+    assert set(manifest["graphs"]) == names
+    on_disk = json.loads((onnx_dir / "manifest.json").read_text())
+    assert on_disk["window"] == WINDOW and set(on_disk["graphs"]) == names
+    for name, g in on_disk["graphs"].items():
+        assert len(g["sha256"]) == 64
+        assert set(g["max_abs_error"]) == {f"random_{WINDOW}", f"random_{WINDOW // 2}", "audio0"}
+        assert g["worst_error"] < 1e-4, name
+    card = read_card(model_dir)["onnx"]
+    assert card["dir"] == "onnx" and card["window"] == WINDOW
+    assert card["graphs"] == {n: g["sha256"] for n, g in on_disk["graphs"].items()}
+    assert "priors" in read_card(model_dir)  # other sections kept
+
+
+def test_metadata_embedded(bundle):
+    model_dir, _, _, _ = bundle
+    for name in ["encoder.onnx", "score_bass.onnx"]:
+        sess = runtime.session(model_dir / "onnx" / name, provider="cpu", threads=1)
+        meta = runtime.metadata(sess)
+        assert meta["sample_rate"] == 16000
+        assert meta["sources"] == SOURCES
+        assert meta["window"] == WINDOW
+        assert meta["sigmas"]["bass"] == PriorConfig(source="bass").sigmas
+        assert meta["rtsep_version"] == __import__("rtsep").__version__
+    assert meta["graph"] == "score" and meta["source"] == "bass"
+
+
+@pytest.mark.parametrize("length,batch", [(WINDOW, 3), (WINDOW // 2 + 16 * 5, 1)])
+def test_score_parity(bundle, length, batch):
+    model_dir, _, _, priors = bundle
+    rng = np.random.default_rng(length)
+    for source, prior in priors.items():
+        sess = runtime.session(model_dir / "onnx" / f"score_{source}.onnx", provider="cpu", threads=1)
+        assert [a.name for a in sess.get_inputs()] == ["x", "sigma"]
+        assert [a.name for a in sess.get_outputs()] == ["score", "log_prob"]
+        x = (0.2 * rng.standard_normal((batch, 1, length))).astype(np.float32)
+        sigma = np.exp(rng.uniform(np.log(0.005), np.log(0.5), batch)).astype(np.float32)
+        score, log_prob = sess.run(None, {"x": x, "sigma": sigma})
+        xt, st = torch.from_numpy(x), torch.from_numpy(sigma)
+        want = prior.score(xt, st).numpy()
+        assert score.shape == (batch, 1, length) and log_prob.shape == (batch,)
+        assert np.abs(want).max() > 1.0  # a score that is not trivially zero
+        np.testing.assert_allclose(score, want, rtol=0, atol=1e-4 * max(1.0, np.abs(want).max()))
+        with torch.no_grad():
+            np.testing.assert_allclose(log_prob, prior.log_prob(xt, st).numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("length,batch", [(WINDOW, 2), (WINDOW * 2 + 16 * 3, 1)])
+def test_encoder_parity(bundle, length, batch):
+    model_dir, _, encoder, _ = bundle
+    sess = runtime.session(model_dir / "onnx" / "encoder.onnx", provider="cpu", threads=1)
+    mix = (0.3 * np.random.default_rng(1).standard_normal((batch, 1, length))).astype(np.float32)
+    mean, log_scale = sess.run(["mean", "log_scale"], {"mix": mix})
+    with torch.no_grad():
+        want_mean, want_ls = encoder(torch.from_numpy(mix))
+    assert mean.shape == (batch, len(SOURCES), length)
+    np.testing.assert_allclose(mean, want_mean.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(log_scale, want_ls.numpy(), rtol=0, atol=1e-4)
+
+
+def test_conv_backward_decomposition_groups_stride():
+    """The input gradient of strided, dilated, grouped convolutions (and transposed ones)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    torch.manual_seed(0)
+    for cin, cout, k, stride, pad, dil, groups, length in [(4, 6, 3, 2, 1, 2, 2, 37), (4, 4, 5, 3, 0, 1, 4, 50),
+                                                           (2, 6, 4, 2, 3, 1, 1, 41)]:
+        conv = torch.nn.Conv1d(cin, cout, k, stride, pad, dil, groups).requires_grad_(False)
+        tconv = torch.nn.ConvTranspose1d(cout, cin, k, stride, pad, dilation=dil, groups=groups).requires_grad_(False)
+
+        def f(x):
+            return (torch.tanh(tconv(torch.sin(conv(x)))) ** 2).sum()
+
+        gm = make_fx(torch.func.grad(f), decomposition_table=DECOMPOSITIONS, tracing_mode="symbolic",
+                     _allow_non_fake_inputs=True)(torch.randn(5, cin, length))  # batch unlike any channel count
+        assert "convolution_backward" not in gm.code
+        for n in (length, length + 1, length + 5):
+            x = torch.randn(3, cin, n)
+            torch.testing.assert_close(gm(x), torch.func.grad(f)(x), rtol=1e-5, atol=1e-6)
+
+
+def test_score_graph_is_the_score():
+    prior = tiny_prior("a", 3)
+    gm = score_graph(prior, length=512)
+    x, sigma = 0.2 * torch.randn(2, 1, 768), torch.tensor([0.3, 0.01])
+    score, log_prob = gm(x, sigma)
+    torch.testing.assert_close(score, prior.score(x, sigma))
+    torch.testing.assert_close(log_prob, prior.log_prob(x, sigma).detach())
+    assert not prior.training
+
+
+def test_mismatched_weights_raise(bundle, tmp_path):
+    model_dir, _, _, _ = bundle
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    cfg = PriorConfig(source="bass", hidden=16, n_flows=2, layers=2)  # weights were saved with hidden 8
+    update_card(bad, "priors", "bass", value={"config": cfg.to_dict()})
+    with pytest.raises(BundleError, match="do not match"):
+        export_bundle(bad, window=WINDOW)
+    (bad / "priors" / "drums.pt").unlink()
+    update_card(bad, "priors", "bass", value={"config": PriorConfig(source="bass", hidden=8, n_flows=2,
+                                                                    layers=2).to_dict()})
+    with pytest.raises(BundleError, match="missing weights"):
+        export_bundle(bad, window=WINDOW)
+    with pytest.raises(BundleError, match="no card.json"):
+        export_bundle(tmp_path / "nothing", window=WINDOW)
+
+
+def test_tool_reports_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "export_onnx.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == BundleError.exit_code
+    assert proc.stderr.strip().count("\n") == 0 and "no card.json" in proc.stderr
+
+
+def test_providers_cpu_only_machine():
+    assert runtime.providers("cpu") == ["CPUExecutionProvider"]
+    assert runtime.providers("auto")[-1] == "CPUExecutionProvider"
+    with pytest.raises(RtsepError):
+        runtime.providers("tpu")
+    ok, _ = runtime.cuda_status()
+    if not ok:
+        assert runtime.providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(RtsepError, match="CUDA"):
+            runtime.providers("cuda")

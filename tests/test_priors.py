@@ -1,0 +1,78 @@
+"""Priors trained on one source alone prefer that source: the cross-likelihood diagonal wins."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rtsep.card import read_card
+from rtsep.cli import app
+from rtsep.prior_eval import evaluate_priors
+from rtsep.train.prior import load_prior, prior_paths
+
+
+def test_tiny_priors_prefer_their_own_source(tiny_priors, toy_data):
+    res = evaluate_priors(tiny_priors, toy_data, clips=8, segment=2048, sigmas=[0.05, 0.02])
+    m = np.array(res["loglik"])  # [sigma][prior][data]
+    assert m.shape == (2, 4, 4)
+    for s in range(2):
+        for k in range(4):
+            assert m[s, k, k] == m[s, :, k].max(), (res["sources"], m[s])
+    assert res["discriminative"] and res["min_margin"] > 0
+    assert read_card(tiny_priors)["prior_eval"]["sources"] == res["sources"]
+
+
+def test_training_resumes_from_checkpoint(tiny_priors):
+    weights, ckpt = prior_paths(tiny_priors, "sine")
+    assert weights.exists() and ckpt.exists()
+    card = read_card(tiny_priors)
+    assert card["priors"]["sine"]["training"]["steps_done"] == 120
+    load_prior(tiny_priors, "sine")
+
+
+def test_eval_priors_cli_json_and_plot(tiny_priors, toy_data, tmp_path):
+    js, png = tmp_path / "m.json", tmp_path / "m.png"
+    r = CliRunner().invoke(app, ["eval", "priors", str(tiny_priors), "--data", str(toy_data), "--clips", "4",
+                                 "--json", str(js), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(js.read_text())
+    assert set(res) >= {"sources", "sigmas", "loglik"}
+    assert len(res["loglik"]) == len(res["sigmas"]) and len(res["loglik"][0]) == 4
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("case", ["no_model", "not_a_card", "wrong_weights", "unknown_source", "empty_data"])
+def test_prior_cli_errors_are_one_line(tiny_priors, toy_data, tmp_path, case):
+    import shutil
+
+    args = ["eval", "priors", str(tiny_priors), "--data", str(toy_data)]
+    if case == "no_model":
+        args[2] = str(tmp_path / "missing")
+    elif case == "not_a_card":
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        (bad / "card.json").write_text("[1, 2")
+        args[2] = str(bad)
+    elif case == "wrong_weights":
+        bad = tmp_path / "m"
+        shutil.copytree(tiny_priors, bad)
+        shutil.copy(bad / "priors" / "sine.pt", bad / "priors" / "saw.pt.tmp")
+        card = json.loads((bad / "card.json").read_text())
+        card["priors"]["saw"]["config"]["hidden"] = 24
+        (bad / "card.json").write_text(json.dumps(card))
+        args[2] = str(bad)
+    elif case == "unknown_source":
+        args = ["train", "prior", "--source", "kazoo", "--data", str(toy_data), "--out", str(tmp_path / "o"),
+                "--steps", "1"]
+    elif case == "empty_data":
+        (tmp_path / "d" / "sine").mkdir(parents=True)
+        args = ["train", "prior", "--source", "sine", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                "--steps", "1"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code != 0
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    if case == "unknown_source":
+        assert not (tmp_path / "o" / "card.json").exists()
