@@ -49,6 +49,14 @@ def one_line_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def set_threads(threads: int | None) -> None:
+    """Pin torch's CPU threads: two jobs with one thread each beat two fighting over two cores."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def progress_cb(progress, task) -> Callable[[int, int], None]:
     return lambda done, total: progress.update(task, completed=done, total=total)
 
@@ -111,9 +119,12 @@ def train_prior_cmd(
     sample_rate: int = typer.Option(16000, min=8000),
     gain_min: float = typer.Option(0.5, help="Random gain augmentation, lower bound."),
     gain_max: float = typer.Option(1.0, help="Random gain augmentation, upper bound."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
     """Train one source's noise-conditioned flow prior on that source alone."""
     from .nn.flow import PriorConfig
+
+    set_threads(threads)
     from .train.prior import PriorTraining, train_prior
 
     if segment % 16:
@@ -195,8 +206,10 @@ def train_encoder_cmd(
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
     """Train the amortized posterior q(s_k | m) of every source with the seed objective."""
+    set_threads(threads)
     from .card import read_card
     from .nn.encoder import EncoderConfig
     from .train.encoder import EncoderTraining, train_encoder
@@ -314,3 +327,72 @@ def models_cmd() -> None:
         card = read_card(d)
         out.print(f"{d.name}: sources {', '.join(card.get('priors', {}))} at {card.get('sample_rate')} Hz"
                   f"{'' if 'encoder' in card else ' (priors only)'}")
+
+
+@app.command("export")
+@one_line_errors
+def export_cmd(
+    model_dir: Path = typer.Argument(..., help="Model directory (card.json + weights)."),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default MODEL_DIR/onnx)."),
+    window: int = typer.Option(16384, "--block", "--window", help="Samples the graphs are traced and checked at."),
+) -> None:
+    """Export the encoder and every prior's score to ONNX, with parity checked against torch."""
+    from .export import export_bundle
+
+    man = export_bundle(model_dir, out_dir, window=window)
+    for name, g in man["graphs"].items():
+        errs = g.get("max_abs_error", {})
+        worst = max(errs.values()) if isinstance(errs, dict) and errs else errs
+        out.print(f"{name}: max abs error vs torch {worst}")
+
+
+@app.command("bench")
+@one_line_errors
+def bench_cmd(
+    model: str = typer.Option("music4", help="Model name or directory."),
+    provider: str = typer.Option("cpu", help="ONNX Runtime provider: cpu, cuda or auto."),
+    streams: int = typer.Option(1, min=1, help="Simultaneous streams served by one loaded model."),
+    steps: str = typer.Option("0,2,4", help="Langevin step counts to measure."),
+    engines: str = typer.Option("torch,onnx", help="Backends to compare."),
+    seconds: float = typer.Option(4.0, min=0.5, help="Audio per stream and setting."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads per backend."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """Real-time factor and block latency (p50/p99/max) with the live geometry, torch vs ONNX Runtime."""
+    import json
+
+    from rich.table import Table
+
+    from .bench import LIVE_GEOMETRY, bench_engine
+    from .card import read_card
+    from .langevin import LangevinConfig
+    from .separator import resolve_model
+
+    model_dir = resolve_model(model)
+    lcfg = LangevinConfig(**read_card(model_dir).get("langevin", {}))
+    records = []
+    table = Table(title=f"rtsep bench: {model_dir.name}, hop {LIVE_GEOMETRY.hop}, {streams} stream(s)", title_justify="left")
+    for col in ("engine", "provider", "steps", "RTF", "p50 ms", "p99 ms", "max ms", "latency ms"):
+        table.add_column(col, justify="right")
+    for engine in engines.split(","):
+        if engine == "torch":
+            from .backends import TorchBackend
+
+            be, prov = TorchBackend(model_dir, threads=threads), "cpu"
+        elif engine == "onnx":
+            from .onnx_backend import OnnxBackend
+
+            be = OnnxBackend(model_dir, provider=provider, threads=threads)
+            prov = "cuda" if "CUDA" in be.provider else "cpu"
+        else:
+            fail(f"unknown engine {engine!r} (torch or onnx)")
+        for k in (int(s) for s in steps.split(",")):
+            r = {"engine": engine, "provider": prov, **bench_engine(be, lcfg, LIVE_GEOMETRY, k, streams, seconds)}
+            records.append(r)
+            table.add_row(engine, prov, str(k), f"{r['rtf']:.3f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                          f"{r['max_ms']:.1f}", f"{r['latency_ms']:.0f}")
+    out.print(table)
+    if json_out:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(records, indent=2))
+        tmp.replace(json_out)

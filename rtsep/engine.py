@@ -40,10 +40,14 @@ class BlockGeometry:
     context: int = 4096
     lookahead: int = 4096
     crossfade: int = 1024
+    langevin_context: int | None = None
+    """Context samples the Langevin steps refine (<= context); None = all. Shorter saves prior passes."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.crossfade <= min(self.lookahead, self.hop):
             raise ValueError("crossfade must be within [0, min(lookahead, hop)]")
+        if self.langevin_context is not None and not 0 <= self.langevin_context <= self.context:
+            raise ValueError("langevin_context must be within [0, context]")
 
     @property
     def window(self) -> int:
@@ -55,8 +59,8 @@ class BlockGeometry:
         return self.hop + self.lookahead
 
     def check(self, stride: int) -> None:
-        for name in ("hop", "context", "lookahead"):
-            if getattr(self, name) % stride:
+        for name in ("hop", "context", "lookahead", "langevin_context"):
+            if (getattr(self, name) or 0) % stride:
                 raise ValueError(f"{name} must be a multiple of {stride} samples")
 
 
@@ -129,10 +133,13 @@ class BlockEngine:
         g, s, c = self.geometry, state.samples, state.channels
         n = len(self.backend.sources)
         mean, _ = self.backend.encode(window)  # (C, N, W)
-        x0 = np.broadcast_to(mean[None], (s, c, n, g.window)).reshape(s * c, n, g.window)
-        mix = np.broadcast_to(window[None], (s, c, g.window)).reshape(s * c, g.window)
+        start = g.context - (g.context if g.langevin_context is None else g.langevin_context)
+        w = g.window - start
+        x0 = np.broadcast_to(mean[None, :, :, start:], (s, c, n, w)).reshape(s * c, n, w)
+        mix = np.broadcast_to(window[None, :, start:], (s, c, w)).reshape(s * c, w)
         rng = np.random.default_rng([state.seed, state.block])
-        est = refine(x0, mix, self.backend.score, self.langevin, rng).reshape(s, c, n, g.window)
+        est = np.zeros((s, c, n, g.window), np.float32)
+        est[..., start:] = refine(x0, mix, self.backend.score, self.langevin, rng).reshape(s, c, n, w)
         out = est[..., g.context : g.context + g.hop].copy()
         if g.crossfade:
             head = out[..., : g.crossfade]

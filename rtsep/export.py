@@ -13,7 +13,8 @@ squeeze); `window` is the length the graphs are traced at and checked at (with a
 length to prove the time axis free). Each graph embeds its metadata (sample_rate, sources,
 window, sigmas, rtsep_version, graph, source) in ONNX `metadata_props`; values other than plain
 strings are JSON. Parity: onnxruntime (CPU) against torch on random audio, and on `audio` when
-given; the max abs error of each graph must be below 1e-4 times max(1, max |torch output|).
+given; the max abs error of each output must be below 1e-4 times max(1, max |torch output|)
+(a score draw that hits a ReLU kink is redrawn: see `check_score`).
 Requires torch (rtsep[train]).
 """
 
@@ -196,11 +197,13 @@ def export_score(prior: FlowPrior, path: Path, window: int, meta: dict[str, Any]
 # Parity
 
 
-def _error(got: Sequence[np.ndarray], want: Sequence[torch.Tensor]) -> tuple[float, float]:
-    """(max abs error, max |reference|) over all outputs."""
-    err = max(float(np.max(np.abs(g - w.detach().numpy()))) for g, w in zip(got, want))
-    scale = max(float(w.detach().abs().max()) for w in want)
-    return err, scale
+def _compare(got: Sequence[np.ndarray], want: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """Max abs error over all outputs, the largest |reference|, and whether every output is
+    within TOLERANCE * max(1, its largest |reference|)."""
+    errs = [float(np.max(np.abs(g - w.detach().numpy()))) for g, w in zip(got, want)]
+    scales = [float(w.detach().abs().max()) for w in want]
+    ok = all(e < TOLERANCE * max(1.0, m) for e, m in zip(errs, scales))
+    return {"error": max(errs), "scale": max(scales), "ok": ok, "draws": 1}
 
 
 def _clips(audio: Sequence[np.ndarray] | np.ndarray | None, window: int) -> list[np.ndarray]:
@@ -219,33 +222,46 @@ def _clips(audio: Sequence[np.ndarray] | np.ndarray | None, window: int) -> list
     return clips
 
 
-def check_encoder(sess: Any, encoder: Encoder, inputs: dict[str, np.ndarray]) -> dict[str, float]:
-    """Max abs error of the encoder graph against torch on each named (B, 1, T) input."""
+def check_encoder(sess: Any, encoder: Encoder, inputs: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The encoder graph against torch on each named (B, 1, T) input (see `_compare`)."""
     out = {}
     for name, mix in inputs.items():
         got = sess.run(list(ENCODER_OUTPUTS), {"mix": mix})
         with torch.no_grad():
             want = encoder(torch.from_numpy(mix))
-        out[name], out[f"{name}_scale"] = _error(got, want)
+        out[name] = _compare(got, want)
     return out
 
 
-def check_score(sess: Any, prior: FlowPrior, inputs: dict[str, np.ndarray], rng: np.random.Generator
-                ) -> dict[str, float]:
-    """Max abs error of a score graph against `FlowPrior.score`/`log_prob`, one item per sigma level."""
+def check_score(sess: Any, prior: FlowPrior, inputs: dict[str, np.ndarray], rng: np.random.Generator,
+                draws: int = 3) -> dict[str, dict[str, Any]]:
+    """A score graph against `FlowPrior.score` and `log_prob` on each named (B, 1, T) clean input,
+    every item at every annealing level as the sampler sees it: x = s + sigma * noise.
+
+    The prior's WaveNets end in a ReLU, so its score jumps where a ReLU input crosses zero:
+    float32 rounding that differs between torch and onnxruntime by 1e-8 there flips one ReLU
+    and changes the score by up to ~0.1 over that unit's receptive field (log_prob, being
+    continuous, is unaffected). Such a draw is redrawn with fresh noise, up to `draws` in all;
+    a translation error fails every draw. "draws" in the result says how many were used.
+    """
     sigmas = np.asarray(prior.cfg.sigmas or [prior.cfg.sigma_max, prior.cfg.sigma_min], dtype=np.float32)
     out = {}
     for name, clean in inputs.items():
-        # every clip at every annealing level, as the sampler sees it: x = s + sigma * noise
         s = np.repeat(clean, len(sigmas), axis=0)
         sig = np.tile(sigmas, clean.shape[0])
-        x = (s + sig[:, None, None] * rng.standard_normal(s.shape)).astype(np.float32)
-        got = sess.run(list(SCORE_OUTPUTS), {"x": x, "sigma": sig})
-        xt, st = torch.from_numpy(x), torch.from_numpy(sig)
-        score = prior.score(xt, st)
-        with torch.no_grad():
-            log_prob = prior.log_prob(xt, st)
-        out[name], out[f"{name}_scale"] = _error(got, (score, log_prob))
+        for draw in range(1, draws + 1):
+            x = (s + sig[:, None, None] * rng.standard_normal(s.shape)).astype(np.float32)
+            got = sess.run(list(SCORE_OUTPUTS), {"x": x, "sigma": sig})
+            xt, st = torch.from_numpy(x), torch.from_numpy(sig)
+            score = prior.score(xt, st)
+            with torch.no_grad():
+                log_prob = prior.log_prob(xt, st)
+            lp = _compare(got[1:], [log_prob])
+            res = _compare(got, (score, log_prob))
+            res["draws"] = draw
+            if res["ok"] or not lp["ok"]:
+                break
+        out[name] = res
     return out
 
 
@@ -273,8 +289,9 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
     `window`: samples the graphs are traced and checked at (they accept any length that is a
     multiple of `time_multiple`). `check`: compare onnxruntime against torch on random audio at
     `window` and at a second length, and on `audio` (mono arrays (samples,) or (channels,
-    samples) at the model's sample rate, cropped/padded to `window`), raising RtsepError when a
-    graph's max abs error is not below 1e-4 * max(1, max |torch output|). `priors_only` skips
+    samples) at the model's sample rate, cropped/padded to `window`), raising RtsepError when an
+    output's max abs error is not below 1e-4 * max(1, max |torch output|) (score draws that hit a
+    ReLU kink are redrawn, see `check_score`). `priors_only` skips
     the encoder. Returns the manifest written to OUT/manifest.json (also summarised in
     card.json "onnx"); its "graphs"[file]["max_abs_error"] holds the errors per input.
     Raises BundleError when MODEL_DIR cannot be exported (no card, no weights, weights that do
@@ -324,15 +341,16 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
         if check:
             errs = (check_encoder(sess, model, inputs) if kind == "encoder"
                     else check_score(sess, model, inputs, rng))
-            worst = max(v for k, v in errs.items() if not k.endswith("_scale"))
-            tol = TOLERANCE * max(1.0, max(v for k, v in errs.items() if k.endswith("_scale")))
-            entry["max_abs_error"] = {k: v for k, v in errs.items() if not k.endswith("_scale")}
-            entry["max_abs_output"] = max(v for k, v in errs.items() if k.endswith("_scale"))
-            entry["worst_error"] = worst
+            entry["max_abs_error"] = {k: r["error"] for k, r in errs.items()}
+            entry["max_abs_output"] = max(r["scale"] for r in errs.values())
+            entry["worst_error"] = max(r["error"] for r in errs.values())
+            if any(r["draws"] > 1 for r in errs.values()):
+                entry["noise_draws"] = {k: r["draws"] for k, r in errs.items()}
+            bad = [k for k, r in errs.items() if not r["ok"]]
             if verbose:
-                print(f"{name}: max abs error {worst:.2e} (tolerance {tol:.1e})")
-            if not worst < tol:
-                failures.append(f"{name} {worst:.2e} >= {tol:.1e}")
+                print(f"{name}: max abs error {entry['worst_error']:.2e} (max |output| {entry['max_abs_output']:.3g})")
+            if bad:
+                failures.append(f"{name} on {', '.join(bad)}: max abs error {entry['worst_error']:.2e}")
         graphs[name] = entry
 
     manifest = {"rtsep_version": __version__, "sample_rate": sample_rate, "sources": sources,

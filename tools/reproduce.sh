@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
+# re-running after an interruption continues where it stopped.
+#   bash tools/reproduce.sh toy4     |  bash tools/reproduce.sh music4
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SET=${1:?usage: tools/reproduce.sh toy4|music4}
+OUT=${OUT:-models/$SET}
+case "$SET" in
+  toy4)
+    SOURCES="sine square saw triangle"; CLIPS=400; SECONDS_=1; PRIOR_STEPS=1200; GAIN="--gain-min 0.7 --gain-max 1.0"
+    ENC_STEPS=${ENC_STEPS:-800}; ENC_GAIN="--gain-min 1.0 --gain-max 1.0" ;;
+  music4)
+    SOURCES="bass drums guitar piano"; CLIPS=400; SECONDS_=4; PRIOR_STEPS=1200; GAIN="--gain-min 0.5 --gain-max 1.0"
+    ENC_STEPS=${ENC_STEPS:-800}; ENC_GAIN="--gain-min 0.5 --gain-max 1.0" ;;
+  *) echo "error: unknown set $SET (toy4 or music4)" >&2; exit 2 ;;
+esac
+[ -f "data/$SET/manifest.json" ] || rtsep data "$SET" "data/$SET" --clips $CLIPS --seconds $SECONDS_ --seed 0
+[ -f "data/$SET-eval/manifest.json" ] || rtsep data "$SET" "data/$SET-eval" --clips 400 --seconds $SECONDS_ --seed 99
+for s in $SOURCES; do
+  rtsep train prior --source "$s" --data "data/$SET" --out "$OUT" --steps $PRIOR_STEPS $GAIN
+done
+rtsep eval priors "$OUT" --data "data/$SET-eval" --json "$OUT/prior_eval.json" --plot "$OUT/prior_eval.png"
+rtsep train encoder "$OUT" --data "data/$SET" --steps "$ENC_STEPS" $ENC_GAIN
+rtsep eval separate "$OUT" --data "data/$SET-eval" --steps 4 --label seed --json "$OUT/separation_eval.json"
