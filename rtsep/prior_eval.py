@@ -42,7 +42,11 @@ def evaluate_priors(model_dir: Path, data: Path, split: str = "test", clips: int
         raise BundleError(f"{model_dir} holds no trained priors (train one with `rtsep train prior`)")
     priors = {s: load_prior(model_dir, s) for s in sources}
     sr = card["sample_rate"]
-    sigmas = sigmas or priors[sources[0]].cfg.sigmas
+    if sigmas is None:  # the levels the sampler visits (card "langevin", K = 4; K = 2 and 1 use a subset)
+        from .langevin import LangevinConfig
+
+        lcfg = LangevinConfig(**{**card.get("langevin", {}), "steps": 4})
+        sigmas = [float(s) for s in lcfg.sigmas()]
     sets = {s: SourceSet.load(data, s, sr, split) for s in sources}
     seg = segment - segment % 16
     clean = {s: torch.from_numpy(held_out_batch(sets[s], clips, seg, seed))[:, None] for s in sources}
