@@ -202,7 +202,8 @@ def train_encoder_cmd(
     seed: int = typer.Option(0),
     gain_min: float = typer.Option(0.5),
     gain_max: float = typer.Option(1.0),
-    kl_sigma: float = typer.Option(0.01, help="Noise level of the prior used in the KL term."),
+    kl_sigma: float = typer.Option(0.01, help="Final noise level of the prior used in the KL term."),
+    kl_sigma_start: float = typer.Option(0.3, help="Initial KL noise level, annealed down to --kl-sigma (0: off)."),
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
@@ -218,7 +219,8 @@ def train_encoder_cmd(
     cfg = EncoderConfig(sources=list(card.get("priors", {})), sample_rate=card.get("sample_rate", 16000),
                         filters=filters, hidden=hidden, blocks=blocks, repeats=repeats)
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
-                         gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma)
+                         gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
+                         kl_sigma_start=kl_sigma_start or None)
     entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")
@@ -396,3 +398,174 @@ def bench_cmd(
         tmp = json_out.with_name(f".{json_out.name}.tmp")
         tmp.write_text(json.dumps(records, indent=2))
         tmp.replace(json_out)
+
+
+# --- live audio: `rtsep devices`, `rtsep live` (rtsep/live.py) ---------------------------------
+
+@app.command("devices")
+@one_line_errors
+def devices_cmd() -> None:
+    """List audio devices: index, name, host API, channels, default rate (> default in, < default out)."""
+    from rich.table import Table
+
+    from .live import list_devices
+
+    devs = list_devices()
+    if not devs:
+        fail("PortAudio sees no audio devices", 5)
+    t = Table(title="audio devices (> default input, < default output)", title_justify="left")
+    for col, just in (("", "left"), ("index", "right"), ("name", "left"), ("host API", "left"), ("in", "right"),
+                      ("out", "right"), ("default rate", "right")):
+        t.add_column(col, justify=just)
+    for d in devs:
+        mark = (">" if d["default_input"] else " ") + ("<" if d["default_output"] else " ")
+        t.add_row(mark, str(d["index"]), d["name"], d["hostapi"], str(d["inputs"]), str(d["outputs"]),
+                  f"{d['default_samplerate']:g}")
+    out.print(t)
+
+
+def _live_panel(stats, title: str):
+    import math
+
+    from rich.panel import Panel
+    from rich.table import Table
+
+    def meter(db: float, width: int = 30) -> str:
+        frac = 0.0 if not math.isfinite(db) else min(1.0, max(0.0, (db + 60.0) / 60.0))
+        n = int(round(frac * width))
+        return "[green]" + "#" * n + "[/green]" + "." * (width - n)
+
+    def db_text(db: float) -> str:
+        return "  -inf dB" if not math.isfinite(db) else f"{db:6.1f} dB"
+
+    t = Table.grid(padding=(0, 2))
+    t.add_column(justify="left")
+    t.add_column(justify="left")
+    t.add_column(justify="right")
+    t.add_row("input", meter(stats.input_db), db_text(stats.input_db))
+    for s, db in zip(stats.sources, stats.levels_db):
+        t.add_row(s, meter(db), db_text(db))
+    bad = stats.overflows + stats.underflows + stats.late_blocks
+    colour = "red" if bad else "green"
+    t.add_row("", "", "")
+    t.add_row("time", f"{stats.seconds:.1f} s, {stats.blocks} blocks", "")
+    t.add_row("latency", f"{stats.latency} samples = {stats.latency_ms:.1f} ms "
+              f"(+ device {1000 * sum(stats.device_latency_s):.1f} ms)", "")
+    t.add_row("load", f"{stats.load:.2f} x real time per block", "")
+    t.add_row("xruns", f"[{colour}]overflows {stats.overflows}  underflows {stats.underflows}  "
+              f"late blocks {stats.late_blocks}[/{colour}]", "")
+    return Panel(t, title=title, subtitle="Ctrl-C stops", expand=False)
+
+
+@app.command("live")
+@one_line_errors
+def live_cmd(
+    device: Optional[str] = typer.Option(None, help="Input device: index or name substring (default: system's)."),
+    output_device: Optional[str] = typer.Option(None, help="Output device (default: the input device, else system's)."),
+    channels: int = typer.Option(1, "--channels", min=1, help="Which input channel to separate (1-based, mono)."),
+    output_channel: int = typer.Option(1, min=1, help="First output channel; source k plays on channel FIRST+k."),
+    record: Optional[Path] = typer.Option(None, help="Also write DIR/<source>.wav (finalised on stop)."),
+    overwrite: bool = typer.Option(False, help="Replace recordings that already exist."),
+    model: str = typer.Option("music4", help="Shipped model name or model directory."),
+    hop: int = typer.Option(512, min=16, help="Block hop in samples (latency = hop + lookahead + one callback block)."),
+    context: int = typer.Option(4096, min=0, help="Left context per block in samples."),
+    lookahead: int = typer.Option(512, min=0, help="Lookahead per block in samples."),
+    crossfade: int = typer.Option(256, min=0, help="Crossfade between blocks in samples (<= hop, lookahead)."),
+    steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps per block (default: the model card's)."),
+    seconds: Optional[float] = typer.Option(None, min=0.1, help="Stop after this many seconds (default: Ctrl-C)."),
+    backend: str = typer.Option("torch", help="torch or onnx (ONNX Runtime)."),
+    provider: str = typer.Option("auto", help="ONNX Runtime provider: auto, cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Compute threads (default: the runtime's)."),
+    blocksize: int = typer.Option(0, min=0, help="Frames per audio callback; 0 lets the host choose (lowest latency)."),
+    device_latency: str = typer.Option("low", help="PortAudio's suggested latency: low, high or seconds."),
+    seed: int = typer.Option(0, help="Seed of the Langevin noise."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final counters and latency as JSON."),
+) -> None:
+    """Separate a live input into one output channel per source, with level meters and xrun counters."""
+    import json
+    import os
+    import time
+
+    from rich.live import Live
+
+    from .card import read_card
+    from .engine import BlockGeometry
+    from .errors import DeviceError
+    from .live import LiveSession, find_device
+    from .separator import Separator, resolve_model
+
+    if backend not in ("torch", "onnx"):
+        fail(f"unknown backend {backend!r} (torch or onnx)")
+    try:
+        dev_latency: str | float = float(device_latency)
+    except ValueError:
+        if device_latency not in ("low", "high"):
+            fail(f"--device-latency must be low, high or seconds, not {device_latency!r}")
+        dev_latency = device_latency
+    # Devices first: a typo in a device name should not cost a model load.
+    in_dev = find_device(device, "input", channels)
+    if output_device is not None:
+        find_device(output_device, "output", output_channel)
+    model_dir = resolve_model(model)
+    enc_cfg = read_card(model_dir).get("encoder", {}).get("config", {})
+    stride = int(enc_cfg.get("stride", 16))
+    if record is not None and not overwrite:
+        for s in enc_cfg.get("sources", []):
+            if (record / f"{s}.wav").exists():
+                fail(f"{record / f'{s}.wav'} exists (use --overwrite)", 2)
+    for name, value in (("hop", hop), ("context", context), ("lookahead", lookahead)):
+        if value % stride:
+            fail(f"--{name} must be a multiple of the model's stride ({stride} samples), not {value}")
+    if crossfade > min(hop, lookahead):
+        fail(f"--crossfade must be at most min(--hop, --lookahead) = {min(hop, lookahead)}")
+    geometry = BlockGeometry(hop=hop, context=context, lookahead=lookahead, crossfade=crossfade)
+    sep = Separator.load(model_dir, backend=backend, steps=steps, seed=seed, geometry=geometry, provider=provider,
+                         threads=threads)
+    session = LiveSession(sep, input_device=in_dev["index"], output_device=output_device, channel=channels,
+                          output_channel=output_channel, record_dir=record, blocksize=blocksize, seed=seed,
+                          device_latency=dev_latency, overwrite=overwrite)
+    title = f"rtsep live: {in_dev['name']} ch {channels} -> {session.out_dev['name']} @ {sep.sample_rate} Hz"
+    error: Optional[BaseException] = None
+    shown = False
+    try:
+        session.start()
+        with Live(_live_panel(session.stats(), title), console=console, refresh_per_second=4) as live:
+            shown = True
+            t_end = None if seconds is None else time.monotonic() + seconds
+            while t_end is None or time.monotonic() < t_end:
+                session.poll()
+                live.update(_live_panel(session.stats(), title))
+                time.sleep(0.25 if t_end is None else max(0.0, min(0.25, t_end - time.monotonic())))
+            session.poll()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a live session normally ends
+    except BaseException as exc:
+        error = exc
+    finally:
+        if shown and not console.is_terminal:
+            console.line()  # rich ends a live display with a newline on terminals only
+        session.stop()
+    st = session.stats()
+    if json_out is not None:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(st.to_dict(), indent=2))
+        tmp.replace(json_out)
+    if error is None:
+        try:
+            session.poll()  # a failure while draining (e.g. a recording that could not be written)
+        except BaseException as exc:
+            error = exc
+    if error is None:
+        out.print(f"live: {st.seconds:.1f} s, {st.blocks} blocks, latency {st.latency} samples "
+                  f"({st.latency_ms:.1f} ms), overflows {st.overflows}, underflows {st.underflows}, "
+                  f"late blocks {st.late_blocks}" + (f", recorded to {record}" if record else ""), soft_wrap=True)
+    elif session.stream_abandoned and isinstance(error, DeviceError):
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+    else:
+        raise error
+    if session.stream_abandoned:
+        # PortAudio's exit handler can hang or abort on a stream whose server died (seen with JACK):
+        # the recordings are finalised by now, so leave without running it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(error.exit_code if isinstance(error, DeviceError) else 0)

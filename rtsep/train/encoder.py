@@ -44,7 +44,22 @@ class EncoderTraining:
     gain_max: float = 1.0
     kl_sigma: float = 0.01
     gamma: float = 0.01
+    kl_sigma_start: float | None = 0.3
+    anneal_fraction: float = 0.7
     checkpoint_every: int = 50
+
+    def sigma_at(self, step: int) -> tuple[float, float]:
+        """(prior sigma of the KL term, gamma of the mixture term) at a training step.
+
+        Annealed geometrically from kl_sigma_start down to kl_sigma over the first part of
+        training: a prior smoothed at a large sigma gives gradients from far away (a mixture is
+        far from any clean source), a sharp one only nearby; gamma follows sigma as in BASIS.
+        """
+        if not self.kl_sigma_start:
+            return self.kl_sigma, self.gamma
+        frac = min(1.0, step / max(1, self.anneal_fraction * self.steps))
+        sigma = self.kl_sigma_start * (self.kl_sigma / self.kl_sigma_start) ** frac
+        return sigma, max(self.gamma, sigma)
 
 
 def encoder_paths(model_dir: Path) -> tuple[Path, Path]:
@@ -68,18 +83,19 @@ def mixture_batch(rng: np.random.Generator, sets: list[SourceSet], tr: EncoderTr
     return src_t.mean(dim=1, keepdim=True), src_t
 
 
-def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, tr: EncoderTraining) -> tuple[torch.Tensor, dict]:
+def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float
+              ) -> tuple[torch.Tensor, dict]:
     """Seed objective in nats per sample: KL terms per source plus the mixture term."""
     mean, log_scale = enc(mix)
     eps = torch.randn_like(mean)
     s_hat = mean + torch.exp(log_scale) * eps
     t = mix.shape[-1]
     log_q = (-0.5 * (eps**2 + LOG_2PI) - log_scale).sum(dim=-1) / t  # (B, N)
-    log_p = torch.stack([p.log_prob(s_hat[:, k : k + 1], tr.kl_sigma) for k, p in enumerate(priors)], dim=1)
+    log_p = torch.stack([p.log_prob(s_hat[:, k : k + 1], sigma) for k, p in enumerate(priors)], dim=1)
     kl = (log_q - log_p).mean(dim=0)  # (N,)
-    mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * tr.gamma**2 * t)
+    mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * gamma**2 * t)
     loss = kl.sum() + mix_term
-    return loss, {"kl": kl.sum().item(), "mix": mix_term.item()}
+    return loss, {"kl": kl.sum().item(), "mix": mix_term.item(), "sigma": sigma}
 
 
 def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -139,7 +155,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
             mix, src = mixture_batch(rng, sets, tr)
             if tr.objective == "seed":
-                loss, parts = seed_loss(enc, priors, mix, tr)
+                loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step))
             else:
                 loss, parts = supervised_loss(enc, mix, src)
             opt.zero_grad(set_to_none=True)

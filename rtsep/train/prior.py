@@ -53,6 +53,7 @@ def noisy_batch(rng: np.random.Generator, data: SourceSet, cfg: PriorConfig, tr:
 
 def load_prior(model_dir: Path, source: str) -> FlowPrior:
     """A trained prior from MODEL_DIR, in eval mode."""
+    model_dir = Path(model_dir)
     card = read_card(model_dir)
     entry = card.get("priors", {}).get(source)
     if entry is None:

@@ -1,0 +1,87 @@
+"""Render MODEL_DIR/CARD.md from MODEL_DIR/card.json (the card.json is the source of truth).
+
+    python tools/write_card.py models/music4 [--note "free text"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rtsep.card import read_card  # noqa: E402
+
+
+def fmt_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render(model_dir: Path, card: dict, note: str = "") -> str:
+    name = model_dir.name
+    sources = list(card.get("priors", {}))
+    out = [f"# Model card: `{name}`", "", note, "",
+           f"Sources: {', '.join(sources)}; sample rate {card.get('sample_rate')} Hz. "
+           "Everything below is copied from `card.json` beside the weights (the machine-readable card).", ""]
+    out += ["## Priors (one noise-conditioned flow per source, trained on that source alone)", ""]
+    rows = []
+    for s, e in card.get("priors", {}).items():
+        c, t = e["config"], e.get("training", {})
+        rows.append([s, f"{c['n_flows']} couplings, hidden {c['hidden']}, {c['layers']} layers, squeeze {c['squeeze']}",
+                     str(t.get("steps_done")), f"{t.get('seconds', 0) / 60:.1f} min", t.get("machine", "?"),
+                     str(t.get("valid_nll")), str(t.get("data"))])
+    out.append(fmt_table(["source", "architecture", "steps", "train time", "hardware", "valid NLL (nats/sample)", "data"], rows))
+    pe = card.get("prior_eval")
+    if pe:
+        out += ["", f"### Cross-likelihood (mean log p per sample, nats; held-out `{pe['data']}` split `{pe['split']}`, "
+                f"{pe['clips']} excerpts of {pe['segment']} samples per source)", "",
+                f"Discriminative at every sampler sigma: **{pe['discriminative']}**, smallest margin "
+                f"**{pe['min_margin']:+.3f} nats/sample**. Command: `rtsep eval priors {model_dir} --data {pe['data']}`.", ""]
+        for sigma, mat, margin, gc, gn in zip(pe["sigmas"], pe["loglik"], pe["min_margin_per_sigma"],
+                                              pe["score_rms_clean"], pe["score_rms_noisy"]):
+            out += [f"sigma = {sigma:.4g} (margin {margin:+.3f}); rows = prior, columns = data", ""]
+            out.append(fmt_table(["prior \\ data", *pe["sources"]],
+                                 [[p, *[f"**{v:.3f}**" if v == max(r[j] for r in mat) else f"{v:.3f}" for j, v in enumerate(row)]]
+                                  for p, row in zip(pe["sources"], mat)]))
+            out += ["", "Score RMS (smoothness) clean / noised: " + ", ".join(f"{s} {gc[s]:.1f} / {gn[s]:.1f}" for s in pe["sources"]), ""]
+    enc = card.get("encoder")
+    if enc:
+        c, t = enc["config"], enc["training"]
+        out += ["## Encoder q(s_k | m)", "",
+                f"Objective **{t['objective']}**, {t['steps_done']} steps of batch {t['batch']} x {t['segment']} samples, "
+                f"{t['seconds'] / 60:.1f} min on {t.get('machine', '?')}; KL sigma {t.get('kl_sigma')}, gamma {t.get('gamma')}; "
+                f"filters {c['filters']}, hidden {c['hidden']}, {c['blocks']} blocks x {c['repeats']}, "
+                f"receptive field {(2 ** c['blocks'] - 1) * c['repeats'] * c['stride'] + c['stride']} samples per side. "
+                f"Data: `{t['data']}` (mixtures of independent random excerpts; no paired stems).", ""]
+    for key, res in card.get("separation_eval", {}).items():
+        out += [f"## Separation, `{key}`: SI-SDRi in dB, median (mean), {res['clips']} held-out mixtures of "
+                f"{res['seconds']:.1f} s from `{res['data']}`, backend {res['backend']}", ""]
+        rows = [[k, *[f"{v[s]['si_sdri_median']:+.1f} ({v[s]['si_sdri_mean']:+.1f})" for s in res["sources"]]]
+                for k, v in res["table"].items()]
+        out.append(fmt_table(["estimate", *res["sources"]], rows))
+        out += ["", f"Command: `rtsep eval separate {model_dir} --data {res['data']} --steps {res['steps']}`", ""]
+    if card.get("langevin"):
+        out += ["## Langevin defaults", "", "`" + json.dumps(card["langevin"]) + "`", ""]
+    if card.get("notes"):
+        out += ["## Notes", "", *card["notes"], ""]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--note", default="")
+    a = ap.parse_args()
+    text = render(a.model_dir, read_card(a.model_dir), a.note)
+    tmp = a.model_dir / ".CARD.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, a.model_dir / "CARD.md")
+    print(f"wrote {a.model_dir / 'CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
