@@ -204,6 +204,7 @@ def train_encoder_cmd(
     gain_max: float = typer.Option(1.0),
     kl_sigma: float = typer.Option(0.01, help="Final noise level of the prior used in the KL term."),
     kl_sigma_start: float = typer.Option(0.3, help="Initial KL noise level, annealed down to --kl-sigma (0: off)."),
+    active_start: float = typer.Option(1.0, min=0.0, max=1.0, help="Initial chance a source plays in a mixture (annealed to 1)."),
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
@@ -220,7 +221,7 @@ def train_encoder_cmd(
                         filters=filters, hidden=hidden, blocks=blocks, repeats=repeats)
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
-                         kl_sigma_start=kl_sigma_start or None)
+                         kl_sigma_start=kl_sigma_start or None, active_start=active_start)
     entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")

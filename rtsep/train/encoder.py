@@ -46,7 +46,17 @@ class EncoderTraining:
     gamma: float = 0.01
     kl_sigma_start: float | None = 0.3
     anneal_fraction: float = 0.7
+    active_start: float = 1.0
+    """Chance that a source plays in a training mixture at step 0, annealed to 1 (always at least one).
+
+    Mixtures of random subsets are still mixtures of source-only excerpts (no stems), but a
+    mixture with one source teaches assignment from the priors' discrimination alone: its
+    signal is likely only under its own prior."""
     checkpoint_every: int = 50
+
+    def active_at(self, step: int) -> float:
+        frac = min(1.0, step / max(1, self.anneal_fraction * self.steps))
+        return self.active_start + (1.0 - self.active_start) * frac
 
     def sigma_at(self, step: int) -> tuple[float, float]:
         """(prior sigma of the KL term, gamma of the mixture term) at a training step.
@@ -75,10 +85,15 @@ def load_encoder(model_dir: Path) -> Encoder:
     return enc.eval()
 
 
-def mixture_batch(rng: np.random.Generator, sets: list[SourceSet], tr: EncoderTraining
+def mixture_batch(rng: np.random.Generator, sets: list[SourceSet], tr: EncoderTraining, active: float = 1.0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mix (B,1,T), sources (B,N,T)) from independent excerpts, mixed by mean."""
+    """(mix (B,1,T), sources (B,N,T)) from independent excerpts, mixed by mean; each source plays
+    with probability `active` (at least one per mixture)."""
     src = np.stack([s.excerpts(rng, tr.batch, tr.segment, gain=(tr.gain_min, tr.gain_max)) for s in sets], axis=1)
+    if active < 1.0:
+        on = rng.random((tr.batch, len(sets))) < active
+        on[np.arange(tr.batch), rng.integers(len(sets), size=tr.batch)] = True
+        src *= on[:, :, None]
     src_t = torch.from_numpy(src)
     return src_t.mean(dim=1, keepdim=True), src_t
 
@@ -153,7 +168,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     with bar(disable=not show) as progress:
         task = progress.add_task(f"encoder ({tr.objective})", total=tr.steps, completed=step, info="")
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
-            mix, src = mixture_batch(rng, sets, tr)
+            mix, src = mixture_batch(rng, sets, tr, tr.active_at(step))
             if tr.objective == "seed":
                 loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step))
             else:
