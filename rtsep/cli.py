@@ -180,7 +180,6 @@ def eval_priors_cmd(
     for sigma, gc, gn in zip(res["sigmas"], res["score_rms_clean"], res["score_rms_noisy"]):
         out.print(f"sigma={sigma:g} score RMS clean/noisy: " + ", ".join(f"{s} {gc[s]:.3g}/{gn[s]:.3g}" for s in src))
     if json_out:
-        from .datasets.common import write_manifest  # noqa: F401  (atomic JSON writer lives in card/common)
         tmp = json_out.with_name(f".{json_out.name}.tmp")
         tmp.write_text(json.dumps(res, indent=2))
         tmp.replace(json_out)
@@ -469,7 +468,7 @@ def live_cmd(
     overwrite: bool = typer.Option(False, help="Replace recordings that already exist."),
     model: str = typer.Option("music4", help="Shipped model name or model directory."),
     hop: int = typer.Option(512, min=16, help="Block hop in samples (latency = hop + lookahead + one callback block)."),
-    context: int = typer.Option(4096, min=0, help="Left context per block in samples."),
+    context: int = typer.Option(2048, min=0, help="Left context per block in samples."),
     lookahead: int = typer.Option(512, min=0, help="Lookahead per block in samples."),
     crossfade: int = typer.Option(256, min=0, help="Crossfade between blocks in samples (<= hop, lookahead)."),
     steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps per block (default: the model card's)."),
@@ -519,7 +518,8 @@ def live_cmd(
             fail(f"--{name} must be a multiple of the model's stride ({stride} samples), not {value}")
     if crossfade > min(hop, lookahead):
         fail(f"--crossfade must be at most min(--hop, --lookahead) = {min(hop, lookahead)}")
-    geometry = BlockGeometry(hop=hop, context=context, lookahead=lookahead, crossfade=crossfade)
+    geometry = BlockGeometry(hop=hop, context=context, lookahead=lookahead, crossfade=crossfade,
+                             langevin_context=min(context, 256))  # as `rtsep bench` measures it
     sep = Separator.load(model_dir, backend=backend, steps=steps, seed=seed, geometry=geometry, provider=provider,
                          threads=threads)
     session = LiveSession(sep, input_device=in_dev["index"], output_device=output_device, channel=channels,

@@ -13,13 +13,13 @@ from rtsep.train.prior import PriorTraining, train_prior
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-TINY_PRIOR = dict(squeeze=16, n_flows=3, hidden=16, layers=3)
+TINY_PRIOR = dict(squeeze=16, n_flows=4, hidden=24, layers=4)
 
 
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy4")
-    make_toy4(out, clips=48, seconds=0.25, sample_rate=16000, seed=3)
+    make_toy4(out, clips=160, seconds=0.25, sample_rate=16000, seed=3)
     return out
 
 
@@ -29,8 +29,8 @@ def tiny_priors(toy_data, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("tiny-model")
     for source in SOURCES:
         cfg = PriorConfig(source=source, **TINY_PRIOR)
-        tr = PriorTraining(steps=120, batch=8, segment=2048, lr=3e-3, seed=0, gain_min=0.8, gain_max=1.0,
-                           checkpoint_every=60)
+        tr = PriorTraining(steps=300, batch=8, segment=2048, lr=3e-3, seed=0, gain_min=0.8, gain_max=1.0,
+                           checkpoint_every=150)
         train_prior(source, toy_data, model_dir, cfg, tr, show=False)
     return model_dir
 

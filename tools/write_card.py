@@ -67,7 +67,7 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
     if card.get("langevin"):
         out += ["## Langevin defaults", "", "`" + json.dumps(card["langevin"]) + "`", ""]
     if card.get("notes"):
-        out += ["## Notes", "", *card["notes"], ""]
+        out += ["## Notes", "", *[f"- {n}" for n in card["notes"]], ""]
     return "\n".join(out) + "\n"
 
 
