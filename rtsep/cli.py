@@ -49,6 +49,15 @@ def one_line_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def write_json(path: Path, obj) -> None:
+    """Write a JSON report atomically (temp name, then rename)."""
+    import json
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
 def set_threads(threads: int | None) -> None:
     """Pin torch's CPU threads: two jobs with one thread each beat two fighting over two cores."""
     if threads:
@@ -155,8 +164,6 @@ def eval_priors_cmd(
     plot: Optional[Path] = typer.Option(None, help="Write a heatmap per sigma (PNG)."),
 ) -> None:
     """Cross-likelihood matrix of the priors: each column's best prior should be its own."""
-    import json
-
     from rich.table import Table
 
     from .prior_eval import evaluate_priors, plot_matrix
@@ -180,9 +187,7 @@ def eval_priors_cmd(
     for sigma, gc, gn in zip(res["sigmas"], res["score_rms_clean"], res["score_rms_noisy"]):
         out.print(f"sigma={sigma:g} score RMS clean/noisy: " + ", ".join(f"{s} {gc[s]:.3g}/{gn[s]:.3g}" for s in src))
     if json_out:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(res, indent=2))
-        tmp.replace(json_out)
+        write_json(json_out, res)
     if plot:
         plot_matrix(res, plot)
 
@@ -255,8 +260,6 @@ def eval_separate_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json"),
 ) -> None:
     """SI-SDR(i) per source: mixture baseline, encoder alone, encoder + K Langevin steps."""
-    import json
-
     from .separation_eval import evaluate_separation, store
     from .separator import resolve_model
     from .train.progress import bar
@@ -269,9 +272,7 @@ def eval_separate_cmd(
     if label:
         store(resolve_model(model), label, res)
     if json_out:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(res, indent=2))
-        tmp.replace(json_out)
+        write_json(json_out, res)
 
 
 @app.command("file")
@@ -361,8 +362,6 @@ def bench_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json"),
 ) -> None:
     """Real-time factor and block latency (p50/p99/max) with the live geometry, torch vs ONNX Runtime."""
-    import json
-
     from rich.table import Table
 
     from .bench import LIVE_GEOMETRY, bench_engine
@@ -395,9 +394,7 @@ def bench_cmd(
                           f"{r['max_ms']:.1f}", f"{r['latency_ms']:.0f}")
     out.print(table)
     if json_out:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(records, indent=2))
-        tmp.replace(json_out)
+        write_json(json_out, records)
 
 
 # --- live audio: `rtsep devices`, `rtsep live` (rtsep/live.py) ---------------------------------
@@ -482,7 +479,6 @@ def live_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final counters and latency as JSON."),
 ) -> None:
     """Separate a live input into one output channel per source, with level meters and xrun counters."""
-    import json
     import os
     import time
 
@@ -548,9 +544,7 @@ def live_cmd(
         session.stop()
     st = session.stats()
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(st.to_dict(), indent=2))
-        tmp.replace(json_out)
+        write_json(json_out, st.to_dict())
     if error is None:
         try:
             session.poll()  # a failure while draining (e.g. a recording that could not be written)
