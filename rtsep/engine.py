@@ -138,13 +138,13 @@ class BlockEngine:
         x0 = np.broadcast_to(mean[None, :, :, start:], (s, c, n, w)).reshape(s * c, n, w)
         mix = np.broadcast_to(window[None, :, start:], (s, c, w)).reshape(s * c, w)
         rng = np.random.default_rng([state.seed, state.block])
-        est = np.zeros((s, c, n, g.window), np.float32)
-        est[..., start:] = refine(x0, mix, self.backend.score, self.langevin, rng).reshape(s, c, n, w)
-        out = est[..., g.context : g.context + g.hop].copy()
+        est = refine(x0, mix, self.backend.score, self.langevin, rng).reshape(s, c, n, w)
+        a = g.context - start  # where this block's hop begins inside the refined span
+        out = est[..., a : a + g.hop].copy()
         if g.crossfade:
             head = out[..., : g.crossfade]
             if state.block > 0:
                 out[..., : g.crossfade] = state.tail + (head - state.tail) * self.fade_in
-            state.tail = est[..., g.context + g.hop : g.context + g.hop + g.crossfade].copy()
+            state.tail = est[..., a + g.hop : a + g.hop + g.crossfade].copy()
         state.block += 1
         return out

@@ -8,6 +8,7 @@ encoder followed by K Langevin steps.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,8 @@ def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: st
     model_dir = resolve_model(model)
     sep_k = Separator.load(model_dir, backend=backend, steps=steps, seed=seed)
     if langevin:
-        from dataclasses import replace
-
         sep_k = Separator(sep_k.backend, replace(sep_k.run, langevin=replace(sep_k.run.langevin, **langevin)))
-    sep_0 = Separator(sep_k.backend, type(sep_k.run)(steps=0, seed=seed, geometry=sep_k.run.geometry,
-                                                     langevin=sep_k.run.langevin))
+    sep_0 = Separator(sep_k.backend, replace(sep_k.run, steps=0))  # same loaded model, encoder alone
     sources = sep_k.sources
     src, mix = held_out_mixtures(data, sources, sep_k.sample_rate, split, clips, seconds)
     n = len(sources)

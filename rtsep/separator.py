@@ -137,7 +137,7 @@ class Separator:
         # Input at the original rate must stay aligned with the output: keep a delay line of it.
         pending_in: list[np.ndarray] = []
         pending_out: list[np.ndarray] = []
-        fed_model, written = 0, 0
+        fed_model = 0
         block = max(1, int(block_seconds * sr))
         try:
             for w in writers:
@@ -156,7 +156,7 @@ class Separator:
                 est = self.engine.process(state, x)
                 if last:
                     est = np.concatenate([est, self.engine.flush(state, fed_model)], axis=-1)
-                written += self._emit(est, ups, pending_in, pending_out, writers, last)
+                self._emit(est, ups, pending_in, pending_out, writers, last)
                 if progress:
                     progress(min(done_in, frames), frames)
             for w in writers:
@@ -168,7 +168,7 @@ class Separator:
         return names
 
     def _emit(self, est: np.ndarray, ups, pending_in: list[np.ndarray], pending_out: list[np.ndarray], writers,
-              last: bool) -> int:
+              last: bool) -> None:
         """Resample a piece of output back, align it with the input it belongs to, make it sum exactly."""
         s_chains, c, n, _ = est.shape
         back = np.stack([np.stack([ups[s][k].process(est[s, :, k] / n, last=last) for k in range(n)])
@@ -189,7 +189,7 @@ class Separator:
         if audio.shape[1] > m:
             pending_in.append(audio[:, m:])
         if m == 0:
-            return 0
+            return
         stems, mix = out[..., :m], audio[:, :m]
         mean = stems.mean(axis=0)
         mean += (mix - mean.sum(axis=0)) / n
@@ -199,4 +199,3 @@ class Separator:
             spread = stems.std(axis=0)
             for k in range(n):
                 writers[n + k].write(spread[k])
-        return m
