@@ -114,7 +114,7 @@ def data_music4(
 @one_line_errors
 def train_prior_cmd(
     source: str = typer.Option(..., help="Source name: a subfolder of DATA."),
-    data: Path = typer.Option(..., help="Data folder DATA[/train]/<source>/*.wav"),
+    data: Path = typer.Option(..., help="Data folder DATA/train/<source>/*.wav or DATA/<source>/*.wav"),
     out_dir: Path = typer.Option(..., "--out", help="Model directory (created or resumed)."),
     steps: int = typer.Option(3000, min=1, help="Total optimiser steps (resumes where it stopped)."),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
@@ -156,7 +156,7 @@ def main() -> None:
 @one_line_errors
 def eval_priors_cmd(
     model_dir: Path = typer.Argument(..., help="Model directory with trained priors."),
-    data: Path = typer.Option(..., help="Data folder DATA[/test]/<source>/*.wav"),
+    data: Path = typer.Option(..., help="Data folder DATA/test/<source>/*.wav or DATA/<source>/*.wav"),
     split: str = typer.Option("test", help="Split to read when DATA has splits."),
     clips: int = typer.Option(32, min=1, help="Held-out excerpts per source."),
     seed: int = typer.Option(1234),
@@ -196,7 +196,7 @@ def eval_priors_cmd(
 @one_line_errors
 def train_encoder_cmd(
     model_dir: Path = typer.Argument(..., help="Model directory holding trained priors."),
-    data: Path = typer.Option(..., help="Source-only data folder DATA[/train]/<source>/*.wav"),
+    data: Path = typer.Option(..., help="Source-only data folder DATA/train/<source>/*.wav or DATA/<source>/*.wav"),
     objective: str = typer.Option("seed", help="seed (KL to the priors + mixture term) or supervised (comparison)."),
     steps: int = typer.Option(2000, min=1),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
@@ -249,7 +249,7 @@ def print_separation(res: dict) -> None:
 @one_line_errors
 def eval_separate_cmd(
     model: str = typer.Argument(..., help="Model name or directory."),
-    data: Path = typer.Option(..., help="Held-out data DATA[/test]/<source>/*.wav"),
+    data: Path = typer.Option(..., help="Held-out data DATA/test/<source>/*.wav or DATA/<source>/*.wav"),
     steps: int = typer.Option(4, min=0, help="Langevin steps after the encoder."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
