@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from .card import read_card
+from .langevin import Step
+from .nn.score import step_function
 
 
 class TorchBackend:
@@ -25,12 +27,16 @@ class TorchBackend:
         self.priors = [load_prior(model_dir, s) for s in self.sources]
         self.sample_rate = int(card["sample_rate"])
         self.stride = self.encoder.cfg.stride
+        self._step = step_function(self.priors)
 
     @torch.no_grad()
     def encode(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, log_scale = self.encoder(torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[:, None])
         return mean.numpy(), log_scale.numpy()
 
-    def score(self, k: int, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-        g = self.priors[k].score(torch.from_numpy(np.ascontiguousarray(x))[:, None], torch.from_numpy(sigma))
-        return g[:, 0].numpy()
+    def langevin(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
+        """Run the chain (see `rtsep.langevin`) with the same step function the ONNX graph traces."""
+        xt, mt = torch.from_numpy(x), torch.from_numpy(mix)
+        for st in steps:
+            xt = self._step(xt, mt, *(torch.from_numpy(a) for a in (st.noise, st.sigma, st.eta, st.lik, st.proj)))
+        return xt.detach().numpy()

@@ -209,6 +209,7 @@ def train_encoder_cmd(
     kl_sigma: float = typer.Option(0.01, help="Final noise level of the prior used in the KL term."),
     kl_sigma_start: float = typer.Option(0.3, help="Initial KL noise level, annealed down to --kl-sigma (0: off)."),
     active_start: float = typer.Option(1.0, min=0.0, max=1.0, help="Initial chance a source plays in a mixture (annealed to 1)."),
+    noise_floor: float = typer.Option(1e-3, min=0.0, help="Smallest std of q (seed objective): no estimate is exactly silent."),
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
@@ -225,7 +226,8 @@ def train_encoder_cmd(
                         filters=filters, hidden=hidden, blocks=blocks, repeats=repeats)
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
-                         kl_sigma_start=kl_sigma_start or None, active_start=active_start)
+                         kl_sigma_start=kl_sigma_start or None, active_start=active_start,
+                         noise_floor=noise_floor)
     entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")
@@ -338,11 +340,12 @@ def export_cmd(
     model_dir: Path = typer.Argument(..., help="Model directory (card.json + weights)."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default MODEL_DIR/onnx)."),
     window: int = typer.Option(16384, "--block", "--window", help="Samples the graphs are traced and checked at."),
+    scores: bool = typer.Option(False, help="Also write each prior's raw score graph score_<source>.onnx."),
 ) -> None:
-    """Export the encoder and every prior's score to ONNX, with parity checked against torch."""
+    """Export the encoder and the fused Langevin step (every prior's score) to ONNX, parity-checked against torch."""
     from .export import export_bundle
 
-    man = export_bundle(model_dir, out_dir, window=window)
+    man = export_bundle(model_dir, out_dir, window=window, scores=scores)
     for name, g in man["graphs"].items():
         errs = g.get("max_abs_error", {})
         worst = max(errs.values()) if isinstance(errs, dict) and errs else errs

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .langevin import LangevinConfig, refine
+from .langevin import LangevinConfig, Step, refine
 
 
 class Backend(Protocol):
@@ -30,8 +30,8 @@ class Backend(Protocol):
     def encode(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """mix (B, W) -> (mean, log_scale), each (B, N, W)."""
 
-    def score(self, k: int, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-        """x (B, W), sigma (B,) -> grad_x log p_k,sigma(x), (B, W)."""
+    def langevin(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
+        """Run a Langevin chain: x (B, N, W), mix (B, 1, W) -> x after `steps` (see rtsep.langevin)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class BlockEngine:
         x0 = np.broadcast_to(mean[None, :, :, start:], (s, c, n, w)).reshape(s * c, n, w)
         mix = np.broadcast_to(window[None, :, start:], (s, c, w)).reshape(s * c, w)
         rng = np.random.default_rng([state.seed, state.block])
-        est = refine(x0, mix, self.backend.score, self.langevin, rng).reshape(s, c, n, w)
+        est = refine(x0, mix, self.backend.langevin, self.langevin, rng).reshape(s, c, n, w)
         a = g.context - start  # where this block's hop begins inside the refined span
         out = est[..., a : a + g.hop].copy()
         if g.crossfade:

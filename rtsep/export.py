@@ -1,11 +1,14 @@
-"""Trained model directory -> ONNX bundle: `encoder.onnx` + `score_<source>.onnx`, checked against torch.
+"""Trained model directory -> ONNX bundle: `encoder.onnx` + `step.onnx`, checked against torch.
 
 MODEL_DIR holds `card.json` (`card["priors"][source]["config"]`, `card["encoder"]["config"]`) and
 the weights `priors/<source>.pt` and `encoder.pt`. `export_bundle` writes into OUT (default
 MODEL_DIR/onnx/):
 
     encoder.onnx        mix (B, 1, T) -> mean (B, N, T), log_scale (B, N, T)
-    score_<source>.onnx x (B, 1, T), sigma (B,) -> score (B, 1, T), log_prob (B,)
+    step.onnx           one Langevin step for all N sources, every prior's score inside:
+                        x (B, N, T), mix (B, 1, T), noise (B, N, T), sigma/eta/lik/proj (B,)
+                        -> x_next (B, N, T)   (the formula in rtsep.langevin)
+    score_<source>.onnx only with `scores=True`: x (B, 1, T), sigma (B,) -> score (B, 1, T), log_prob (B,)
     manifest.json       sha256 of each graph, window, shapes, ONNX-vs-torch errors
 
 B and T are dynamic (T a multiple of `time_multiple`, the encoder stride and the priors'
@@ -13,8 +16,9 @@ squeeze); `window` is the length the graphs are traced at and checked at (with a
 length to prove the time axis free). Each graph embeds its metadata (sample_rate, sources,
 window, sigmas, rtsep_version, graph, source) in ONNX `metadata_props`; values other than plain
 strings are JSON. Parity: onnxruntime (CPU) against torch on random audio, and on `audio` when
-given; the max abs error of each output must be below 1e-4 times max(1, max |torch output|)
-(a score draw that hits a ReLU kink is redrawn: see `check_score`).
+given. The encoder and step graphs, whose outputs are audio, must be within 1e-4 max abs error
+at the card's Langevin step sizes; a raw score graph (outputs up to ~100) within 1e-4 times
+max(1, max |torch output|) (a score draw that hits a ReLU kink is redrawn: see `check_score`).
 Requires torch (rtsep[train]).
 """
 
@@ -28,6 +32,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +42,12 @@ import torch
 from . import __version__
 from .card import CARD, read_card, update_card
 from .errors import BundleError, RtsepError
+from .langevin import LangevinConfig, schedule
 from .nn.encoder import Encoder, EncoderConfig
 from .nn.flow import FlowPrior, PriorConfig
 from .nn.score import INPUT_NAMES as SCORE_INPUTS
 from .nn.score import OUTPUT_NAMES as SCORE_OUTPUTS
-from .nn.score import ScoreModule, score_graph
+from .nn.score import STEP_INPUTS, STEP_OUTPUTS, ScoreModule, StepModule, score_graph, step_function, step_graph
 from .train.checkpoint import load_weights
 
 WINDOW = 16384  # samples: ~1 s at 16 kHz, the block window (context + hop + lookahead) the graphs are traced at
@@ -49,6 +55,7 @@ TOLERANCE = 1e-4
 ENCODER_INPUTS = ("mix",)
 ENCODER_OUTPUTS = ("mean", "log_scale")
 ENCODER_FILE = "encoder.onnx"
+STEP_FILE = "step.onnx"
 MANIFEST = "manifest.json"
 
 
@@ -193,16 +200,36 @@ def export_score(prior: FlowPrior, path: Path, window: int, meta: dict[str, Any]
     _save(program, path, meta)
 
 
+def export_step(priors: Sequence[FlowPrior], path: Path, window: int, meta: dict[str, Any]) -> None:
+    """step.onnx with dynamic batch and time (time a multiple of the priors' squeeze)."""
+    from torch.export import Dim
+
+    q = priors[0].cfg.squeeze
+    batch, frames = Dim("batch", min=1, max=4096), Dim("frames", min=1, max=1 << 22)
+    module = StepModule(step_graph(priors, length=window))
+    n = len(priors)
+    example = (torch.zeros(2, n, window), torch.zeros(2, 1, window), torch.zeros(2, n, window),
+               *(torch.full((2,), 0.1) for _ in range(4)))
+    audio = {0: batch, 2: q * frames}
+    with _quiet_export():
+        program = torch.onnx.export(
+            module, example, dynamo=True, verbose=False,
+            dynamic_shapes={"x": audio, "mix": audio, "noise": audio, "sigma": {0: batch}, "eta": {0: batch},
+                            "lik": {0: batch}, "proj": {0: batch}})
+    _name_io(program, STEP_INPUTS, STEP_OUTPUTS)
+    _save(program, path, meta)
+
+
 # ---------------------------------------------------------------------------------------------
 # Parity
 
 
-def _compare(got: Sequence[np.ndarray], want: Sequence[torch.Tensor]) -> dict[str, Any]:
+def _compare(got: Sequence[np.ndarray], want: Sequence[torch.Tensor], absolute: bool = False) -> dict[str, Any]:
     """Max abs error over all outputs, the largest |reference|, and whether every output is
-    within TOLERANCE * max(1, its largest |reference|)."""
+    within TOLERANCE (`absolute`) or TOLERANCE * max(1, its largest |reference|)."""
     errs = [float(np.max(np.abs(g - w.detach().numpy()))) for g, w in zip(got, want)]
     scales = [float(w.detach().abs().max()) for w in want]
-    ok = all(e < TOLERANCE * max(1.0, m) for e, m in zip(errs, scales))
+    ok = all(e < TOLERANCE * (1.0 if absolute else max(1.0, m)) for e, m in zip(errs, scales))
     return {"error": max(errs), "scale": max(scales), "ok": ok, "draws": 1}
 
 
@@ -229,7 +256,34 @@ def check_encoder(sess: Any, encoder: Encoder, inputs: dict[str, np.ndarray]) ->
         got = sess.run(list(ENCODER_OUTPUTS), {"mix": mix})
         with torch.no_grad():
             want = encoder(torch.from_numpy(mix))
-        out[name] = _compare(got, want)
+        out[name] = _compare(got, want, absolute=True)
+    return out
+
+
+def check_step(sess: Any, priors: Sequence[FlowPrior], inputs: dict[str, np.ndarray], rng: np.random.Generator,
+               langevin: LangevinConfig) -> dict[str, dict[str, Any]]:
+    """The step graph against `step_function` on each named (B, 1, T) clean input, as the sampler
+    runs it: every source starts as the input plus noise, then the card's whole Langevin schedule
+    (annealed steps and the Tweedie step) runs through both, each step from torch's last state.
+    Absolute tolerance: the outputs are audio."""
+    step = step_function(list(priors))
+    cfg = replace(langevin, steps=max(langevin.steps, 4))
+    n, out = len(priors), {}
+    for name, clean in inputs.items():
+        x = (np.repeat(clean, n, axis=1) + cfg.sigma_start * rng.standard_normal((clean.shape[0], n, clean.shape[-1])))
+        x = x.astype(np.float32)
+        mix = x.mean(axis=1, keepdims=True) + 0.01 * rng.standard_normal(clean.shape).astype(np.float32)
+        worst = {"error": 0.0, "scale": 0.0, "ok": True, "draws": 1}
+        for st in schedule(cfg, x.shape, rng):
+            feed = {"x": x, "mix": mix, "noise": st.noise, "sigma": st.sigma, "eta": st.eta, "lik": st.lik,
+                    "proj": st.proj}
+            got = sess.run(list(STEP_OUTPUTS), feed)
+            want = step(*(torch.from_numpy(feed[k]) for k in STEP_INPUTS))
+            res = _compare(got, [want], absolute=True)
+            worst = {"error": max(worst["error"], res["error"]), "scale": max(worst["scale"], res["scale"]),
+                     "ok": worst["ok"] and res["ok"], "draws": 1}
+            x = want.detach().numpy()
+        out[name] = worst
     return out
 
 
@@ -255,7 +309,7 @@ def check_score(sess: Any, prior: FlowPrior, inputs: dict[str, np.ndarray], rng:
             xt, st = torch.from_numpy(x), torch.from_numpy(sig)
             score = prior.score(xt, st)
             with torch.no_grad():
-                log_prob = prior.log_prob(xt, st)
+                log_prob = prior.shape_log_prob_sum(xt, st) / xt.shape[-1]
             lp = _compare(got[1:], [log_prob])
             res = _compare(got, (score, log_prob))
             res["draws"] = draw
@@ -283,16 +337,15 @@ def _sha256(path: Path) -> str:
 
 def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW, check: bool = True,
                   audio: Sequence[np.ndarray] | np.ndarray | None = None, priors_only: bool = False,
-                  seed: int = 0, verbose: bool = False) -> dict[str, Any]:
-    """Export MODEL_DIR's encoder and priors to ONNX in `out` (default MODEL_DIR/onnx/).
+                  seed: int = 0, verbose: bool = False, scores: bool = False) -> dict[str, Any]:
+    """Export MODEL_DIR's encoder and Langevin step (and with `scores` each prior's score) to ONNX
+    in `out` (default MODEL_DIR/onnx/).
 
     `window`: samples the graphs are traced and checked at (they accept any length that is a
     multiple of `time_multiple`). `check`: compare onnxruntime against torch on random audio at
     `window` and at a second length, and on `audio` (mono arrays (samples,) or (channels,
     samples) at the model's sample rate, cropped/padded to `window`), raising RtsepError when an
-    output's max abs error is not below 1e-4 * max(1, max |torch output|) (score draws that hit a
-    ReLU kink are redrawn, see `check_score`). `priors_only` skips
-    the encoder. Returns the manifest written to OUT/manifest.json (also summarised in
+    output is off by more than the tolerance in the module doc. `priors_only` skips the encoder. Returns the manifest written to OUT/manifest.json (also summarised in
     card.json "onnx"); its "graphs"[file]["max_abs_error"] holds the errors per input.
     Raises BundleError when MODEL_DIR cannot be exported (no card, no weights, weights that do
     not match their config).
@@ -300,7 +353,9 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
     from . import runtime
 
     model_dir = Path(model_dir)
-    _, encoder, priors = load_models(model_dir, priors_only=priors_only)
+    card, encoder, priors = load_models(model_dir, priors_only=priors_only)
+    langevin = LangevinConfig(**{k: v for k, v in card.get("langevin", {}).items()
+                                 if k in LangevinConfig.__dataclass_fields__})
     out = model_dir / "onnx" if out is None else Path(out)
     multiple = math.lcm(*(p.cfg.squeeze for p in priors.values()), *([encoder.cfg.stride] if encoder else []))
     if window < 2 * multiple or window % multiple:
@@ -317,7 +372,17 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
                 "receptive_field": encoder.cfg.receptive_field}
         export_encoder(encoder, out / ENCODER_FILE, window, meta)
         files[ENCODER_FILE] = ("encoder", encoder)
-    for source, prior in priors.items():
+    squeezes = {p.cfg.squeeze for p in priors.values()}
+    if len(squeezes) != 1:
+        raise BundleError(f"{model_dir}: the priors disagree on squeeze ({sorted(squeezes)}), one step graph cannot serve them")
+    meta = {**common, "graph": "step", "squeeze": squeezes.pop(), "levels": {s: p.cfg.level for s, p in priors.items()},
+            "receptive_field": max(p.receptive_field for p in priors.values())}
+    export_step(list(priors.values()), out / STEP_FILE, window, meta)
+    files[STEP_FILE] = ("step", list(priors.values()))
+    if not scores:  # graphs of an earlier export with scores=True would no longer be in the manifest
+        for stale in out.glob("score_*.onnx"):
+            stale.unlink()
+    for source, prior in priors.items() if scores else ():
         meta = {**common, "graph": "score", "source": source, "squeeze": prior.cfg.squeeze,
                 "sigma_min": prior.cfg.sigma_min, "sigma_max": prior.cfg.sigma_max,
                 "receptive_field": prior.receptive_field}
@@ -340,6 +405,7 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
         entry: dict[str, Any] = {"sha256": _sha256(path), "bytes": path.stat().st_size, **_shapes(sess)}
         if check:
             errs = (check_encoder(sess, model, inputs) if kind == "encoder"
+                    else check_step(sess, model, inputs, rng, langevin) if kind == "step"
                     else check_score(sess, model, inputs, rng))
             entry["max_abs_error"] = {k: r["error"] for k, r in errs.items()}
             entry["max_abs_output"] = max(r["scale"] for r in errs.values())

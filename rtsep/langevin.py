@@ -5,19 +5,38 @@ Per level sigma (geometric from sigma_start to sigma_end, one step each):
 with eta = lr * sigma^2 (BASIS, gamma = sigma). The likelihood term has a minus inside the norm's
 gradient: it pulls the estimate TOWARD the mixture (the seed formula's "+" and the thesis's zeroed
 weight pulled nowhere). Optionally every step is projected onto mean_k s_k == m exactly, and the
-chain ends with one Tweedie denoising step at sigma_end. Pure numpy: the same code drives the
-torch and the ONNX Runtime backends.
+chain ends with one Tweedie denoising step at sigma_end.
+
+The schedule (levels, step sizes, noise) is drawn here in numpy; a backend runs the steps, each
+one call of `step` (torch eager, or one fused ONNX graph for all sources that can stay on the GPU
+between steps). Every step has the same form, so one graph serves the whole chain:
+    x1 = x + eta * score(x; sigma) + lik * (m - mean_k x) + noise
+    x' = x1 + proj * (m - mean_k x1)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 ScoreFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 """score(k, x (B, T), sigma (B,)) -> grad_x log p_k,sigma(x), shape (B, T)."""
+
+
+class Step(NamedTuple):
+    """One Langevin step's inputs besides x and the mixture; per-chain (B,) float32 arrays."""
+
+    sigma: np.ndarray
+    eta: np.ndarray
+    lik: np.ndarray
+    proj: np.ndarray
+    noise: np.ndarray  # (B, N, T)
+
+
+StepFn = Callable[[np.ndarray, np.ndarray, Step], np.ndarray]
+"""step(x (B, N, T), mix (B, 1, T), Step) -> x after the step."""
 
 
 @dataclass(frozen=True)
@@ -43,32 +62,56 @@ def project(x: np.ndarray, mix: np.ndarray) -> np.ndarray:
     return x + (mix - x.mean(axis=-2, keepdims=True))
 
 
-def refine(x0: np.ndarray, mix: np.ndarray, score: ScoreFn, cfg: LangevinConfig, rng: np.random.Generator,
-           renoise: bool = True) -> np.ndarray:
-    """x0 (B, N, T) warm starts (encoder means), mix (B, T) -> refined (B, N, T); K=0 returns x0."""
+def schedule(cfg: LangevinConfig, shape: tuple[int, int, int], rng: np.random.Generator) -> list[Step]:
+    """The chain's steps for x of `shape` (B, N, T): K annealed steps, then the Tweedie step."""
+    b, n, _ = shape
+    full = lambda v: np.full(b, v, dtype=np.float32)  # noqa: E731
+    proj = full(1.0 if cfg.consistency else 0.0)
+    steps = []
     sigmas = cfg.sigmas()
-    if len(sigmas) == 0:
+    for sigma in sigmas:
+        eta = cfg.lr * sigma**2
+        noise = (np.sqrt(2 * eta) * cfg.temperature * rng.standard_normal(shape)).astype(np.float32)
+        steps.append(Step(full(sigma), full(eta), full(eta / (n * sigma**2)), proj, noise))
+    if cfg.denoise and len(sigmas):
+        steps.append(Step(full(sigmas[-1]), full(sigmas[-1] ** 2), full(0.0), proj, np.zeros(shape, np.float32)))
+    return steps
+
+
+def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
+           cfg: LangevinConfig, rng: np.random.Generator, renoise: bool = True) -> np.ndarray:
+    """x0 (B, N, T) warm starts (encoder means), mix (B, T) -> refined (B, N, T); K=0 returns x0.
+
+    `run(x, mix (B, 1, T), steps)` executes the chain: a backend's `langevin`, or `run_steps`
+    over a numpy step function."""
+    if cfg.steps <= 0:
         return x0
     x = x0.astype(np.float32, copy=True)
     b, n, t = x.shape
-    m = np.broadcast_to(mix, (b, t)).reshape(b, 1, t).astype(np.float32)
+    m = np.array(np.broadcast_to(mix, (b, t)).reshape(b, 1, t), dtype=np.float32)
     if renoise:
-        x += sigmas[0] * rng.standard_normal(x.shape, dtype=np.float32)
-    for sigma in sigmas:
-        eta = cfg.lr * sigma**2
-        grad = _prior_score(x, score, sigma)
-        grad += (m - x.mean(axis=1, keepdims=True)) / (n * sigma**2)
-        x += eta * grad + np.sqrt(2 * eta) * cfg.temperature * rng.standard_normal(x.shape, dtype=np.float32)
-        if cfg.consistency:
-            x = project(x, m)
-    if cfg.denoise:
-        x += sigmas[-1] ** 2 * _prior_score(x, score, sigmas[-1])
-        if cfg.consistency:
-            x = project(x, m)
-    return x
+        x += cfg.sigmas()[0] * rng.standard_normal(x.shape, dtype=np.float32)
+    return run(x, m, schedule(cfg, x.shape, rng))
 
 
-def _prior_score(x: np.ndarray, score: ScoreFn, sigma: float) -> np.ndarray:
-    s_chains, n, t = x.shape
-    sig = np.full(s_chains, sigma, dtype=np.float32)
-    return np.stack([score(k, np.ascontiguousarray(x[:, k]), sig) for k in range(n)], axis=1).astype(np.float32)
+def run_steps(step: StepFn) -> Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray]:
+    """A chain runner from a single-step function."""
+
+    def run(x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
+        for st in steps:
+            x = step(x, mix, st)
+        return x
+
+    return run
+
+
+def numpy_step(score: ScoreFn) -> StepFn:
+    """The step formula in numpy around a per-source score function (tests, custom priors)."""
+
+    def step(x: np.ndarray, mix: np.ndarray, st: Step) -> np.ndarray:
+        col = lambda v: v[:, None, None]  # noqa: E731
+        g = np.stack([score(k, np.ascontiguousarray(x[:, k]), st.sigma) for k in range(x.shape[1])], axis=1)
+        x1 = x + col(st.eta) * g + col(st.lik) * (mix - x.mean(axis=1, keepdims=True)) + st.noise
+        return (x1 + col(st.proj) * (mix - x1.mean(axis=1, keepdims=True))).astype(np.float32)
+
+    return step

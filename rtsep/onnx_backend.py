@@ -1,4 +1,9 @@
-"""The block engine's ONNX Runtime backend: exported encoder and score graphs, no torch needed."""
+"""The block engine's ONNX Runtime backend: exported encoder and Langevin step graphs, no torch needed.
+
+On CUDA the Langevin chain runs with IO binding: x and the mixture stay on the GPU between steps
+(two device buffers swap as input and output); only each step's noise and scalars go up, and the
+result comes down once per block.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,23 @@ import numpy as np
 
 from .card import read_card
 from .errors import BundleError
-from .runtime import metadata, session
+from .langevin import Step
+from .runtime import CUDA, metadata, session
+
+STEP_FEEDS = ("noise", "sigma", "eta", "lik", "proj")
 
 
 class OnnxBackend:
-    """Sessions for MODEL_DIR/onnx/{encoder,score_<source>}.onnx, made by `rtsep export`."""
+    """Sessions for MODEL_DIR/onnx/{encoder,step}.onnx, made by `rtsep export`."""
 
-    def __init__(self, model_dir: Path, provider: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path, provider: str = "auto", threads: int | None = None,
+                 io_binding: bool | None = None) -> None:
         model_dir = Path(model_dir)
         card = read_card(model_dir)
         onnx_dir = model_dir / card.get("onnx", {}).get("dir", "onnx")
-        if not (onnx_dir / "encoder.onnx").exists():
-            raise BundleError(f"{model_dir} has no ONNX graphs: run `rtsep export {model_dir}` first")
+        for name in ("encoder.onnx", "step.onnx"):
+            if not (onnx_dir / name).exists():
+                raise BundleError(f"{model_dir} has no {name}: run `rtsep export {model_dir}` first")
         self.encoder = session(onnx_dir / "encoder.onnx", provider, threads)
         meta = metadata(self.encoder)
         self.sources = tuple(meta["sources"])
@@ -27,14 +37,37 @@ class OnnxBackend:
         self.stride = int(meta.get("stride", 16))
         if list(self.sources) != list(card.get("encoder", {}).get("config", {}).get("sources", self.sources)):
             raise BundleError(f"ONNX graphs in {onnx_dir} do not match the model card's sources")
-        self.scores = [session(onnx_dir / f"score_{s}.onnx", provider, threads) for s in self.sources]
-        self.provider = self.encoder.get_providers()[0]
+        self.step = session(onnx_dir / "step.onnx", provider, threads)
+        if list(metadata(self.step).get("sources", [])) != list(self.sources):
+            raise BundleError(f"{onnx_dir / 'step.onnx'} was exported for other sources than encoder.onnx")
+        self.provider = self.step.get_providers()[0]
+        self.io_binding = self.provider == CUDA if io_binding is None else io_binding
+        self._device = ("cuda", 0) if self.provider == CUDA else ("cpu", 0)
 
     def encode(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, log_scale = self.encoder.run(None, {"mix": np.ascontiguousarray(mix[:, None], dtype=np.float32)})
         return mean, log_scale
 
-    def score(self, k: int, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-        g, _ = self.scores[k].run(None, {"x": np.ascontiguousarray(x[:, None], dtype=np.float32),
-                                         "sigma": np.ascontiguousarray(sigma, dtype=np.float32)})
-        return g[:, 0]
+    def langevin(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
+        """Run the chain, one step.onnx call per step (see `rtsep.langevin`)."""
+        if self.io_binding:
+            return self._langevin_bound(x, mix, steps)
+        for st in steps:
+            (x,) = self.step.run(None, {"x": x, "mix": mix, **{k: getattr(st, k) for k in STEP_FEEDS}})
+        return x
+
+    def _langevin_bound(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
+        import onnxruntime as ort
+
+        dev = self._device
+        bufs = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), *dev),
+                ort.OrtValue.ortvalue_from_shape_and_type(x.shape, np.float32, *dev)]
+        binding = self.step.io_binding()
+        binding.bind_ortvalue_input("mix", ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(mix), *dev))
+        for i, st in enumerate(steps):
+            binding.bind_ortvalue_input("x", bufs[i % 2])
+            for k in STEP_FEEDS:
+                binding.bind_cpu_input(k, getattr(st, k))
+            binding.bind_ortvalue_output("x_next", bufs[(i + 1) % 2])
+            self.step.run_with_iobinding(binding)
+        return bufs[len(steps) % 2].numpy()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rtsep.engine import BlockEngine, BlockGeometry
-from rtsep.langevin import LangevinConfig
+from rtsep.langevin import LangevinConfig, numpy_step, run_steps
 from rtsep.separator import Separator
 
 
@@ -18,8 +18,8 @@ class DelayProbe:
     def encode(self, mix):
         return np.stack([mix, mix], axis=1), np.zeros((mix.shape[0], 2, mix.shape[1]), np.float32)
 
-    def score(self, k, x, sigma):
-        return -x / (1 + sigma[:, None])
+    def langevin(self, x, mix, steps):
+        return run_steps(numpy_step(lambda k, x, sigma: -x / (1 + sigma[:, None])))(x, mix, steps)
 
 
 GEOMS = [BlockGeometry(hop=256, context=128, lookahead=64, crossfade=32),

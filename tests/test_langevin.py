@@ -2,11 +2,15 @@
 
 import numpy as np
 
-from rtsep.langevin import LangevinConfig, project, refine
+from rtsep.langevin import LangevinConfig, numpy_step, project, refine, run_steps
 
 
 def flat_score(k, x, sigma):
     return np.zeros_like(x)
+
+
+def chain(score):
+    return run_steps(numpy_step(score))
 
 
 def residual(x, mix):
@@ -15,7 +19,7 @@ def residual(x, mix):
 
 def test_zero_steps_returns_the_warm_start():
     x0 = np.random.default_rng(0).standard_normal((1, 3, 64)).astype(np.float32)
-    out = refine(x0, np.zeros((1, 64), np.float32), flat_score, LangevinConfig(steps=0), np.random.default_rng(0))
+    out = refine(x0, np.zeros((1, 64), np.float32), chain(flat_score), LangevinConfig(steps=0), np.random.default_rng(0))
     assert np.array_equal(out, x0)
 
 
@@ -25,10 +29,10 @@ def test_flat_prior_step_reduces_mixture_residual_without_projection():
     x0 = rng.standard_normal((1, 4, 256)).astype(np.float32)
     cfg = LangevinConfig(steps=3, sigma_start=0.05, sigma_end=0.01, lr=0.5, temperature=0.0, consistency=False,
                          denoise=False)
-    out = refine(x0, mix, flat_score, cfg, np.random.default_rng(0), renoise=False)
+    out = refine(x0, mix, chain(flat_score), cfg, np.random.default_rng(0), renoise=False)
     assert residual(out, mix[0]) < 0.7 * residual(x0, mix[0])  # (1 - lr/N)^3 = 0.67
     # the pull is toward the mixture: each source moves by +(m - mean)/N * lr per step
-    step1 = refine(x0, mix, flat_score, LangevinConfig(steps=1, sigma_end=0.01, lr=0.5, temperature=0.0,
+    step1 = refine(x0, mix, chain(flat_score), LangevinConfig(steps=1, sigma_end=0.01, lr=0.5, temperature=0.0,
                                                         consistency=False, denoise=False),
                    np.random.default_rng(0), renoise=False)
     expected = x0 + 0.5 * (mix[:, None] - x0.mean(axis=1, keepdims=True)) / 4
@@ -45,7 +49,7 @@ def test_projection_is_exact_and_prior_score_is_followed():
         return (target[:, k] - x) / sigma[:, None] ** 2
 
     x0 = project(rng.standard_normal((2, 2, 128)).astype(np.float32), mix[:, None])
-    out = refine(x0, mix, gaussian_score, LangevinConfig(steps=4, temperature=0.0), np.random.default_rng(0))
+    out = refine(x0, mix, chain(gaussian_score), LangevinConfig(steps=4, temperature=0.0), np.random.default_rng(0))
     assert np.abs(out.mean(axis=1) - mix).max() < 1e-5
     assert np.abs(out - target).mean() < 0.2 * np.abs(x0 - target).mean()
 
@@ -53,7 +57,7 @@ def test_projection_is_exact_and_prior_score_is_followed():
 def test_same_seed_same_chain():
     rng = np.random.default_rng(3)
     mix, x0 = rng.standard_normal((1, 64)), rng.standard_normal((1, 2, 64))
-    a = refine(x0, mix, flat_score, LangevinConfig(), np.random.default_rng(7))
-    b = refine(x0, mix, flat_score, LangevinConfig(), np.random.default_rng(7))
-    c = refine(x0, mix, flat_score, LangevinConfig(), np.random.default_rng(8))
+    a = refine(x0, mix, chain(flat_score), LangevinConfig(), np.random.default_rng(7))
+    b = refine(x0, mix, chain(flat_score), LangevinConfig(), np.random.default_rng(7))
+    c = refine(x0, mix, chain(flat_score), LangevinConfig(), np.random.default_rng(8))
     assert np.array_equal(a, b) and not np.array_equal(a, c)

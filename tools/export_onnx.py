@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Export a trained model directory to ONNX and check it against torch.
 
-    python tools/export_onnx.py MODEL_DIR [-o OUT] [--block SAMPLES] [--audio FILE ...]
+    python tools/export_onnx.py MODEL_DIR [-o OUT] [--block SAMPLES] [--audio FILE ...] [--scores]
 
-Writes OUT (default MODEL_DIR/onnx/): encoder.onnx, score_<source>.onnx, manifest.json, and the
+Writes OUT (default MODEL_DIR/onnx/): encoder.onnx, step.onnx (one Langevin step, all priors), with
+--scores also score_<source>.onnx, manifest.json, and the
 "onnx" section of MODEL_DIR/card.json; prints the max abs error of each graph against torch.
 """
 
@@ -41,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
                          "the graphs accept any multiple of the model's stride")
     ap.add_argument("--audio", type=Path, nargs="*", default=[],
                     help="audio files (at the model's sample rate) to check parity on, besides random audio")
-    ap.add_argument("--priors-only", action="store_true", help="export the priors' score graphs only")
+    ap.add_argument("--priors-only", action="store_true", help="export the priors' graphs only (no encoder)")
+    ap.add_argument("--scores", action="store_true", help="also write each prior's raw score graph")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
     args = ap.parse_args(argv)
     try:
         audio = _read_audio(args.audio) if args.audio else None
         manifest = export_bundle(args.model_dir, args.out, window=args.window, check=not args.no_check,
-                                 audio=audio, priors_only=args.priors_only)
+                                 audio=audio, priors_only=args.priors_only, scores=args.scores)
     except RtsepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

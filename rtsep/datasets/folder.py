@@ -67,6 +67,14 @@ class SourceSet:
         clips = [load_mono(p, sample_rate) for p in files]
         return cls(source, clips)
 
+    def level(self, length: int, gain: tuple[float, float] = (0.5, 1.0), count: int = 256, seed: int = 1234
+              ) -> tuple[float, float]:
+        """(median RMS, std of log RMS) of `count` random non-silent excerpts at the training gain:
+        a prior's reference level and how far a source's level strays from it."""
+        x = self.excerpts(np.random.default_rng(seed), count, length, gain=gain)
+        rms = np.sqrt((x.astype(np.float64) ** 2).mean(axis=1)) + 1e-6
+        return round(float(np.median(rms)), 5), round(float(np.std(np.log(rms))), 4)
+
     def excerpts(self, rng: np.random.Generator, batch: int, length: int, gain: tuple[float, float] = (0.5, 1.0),
                  skip_silent: bool = True) -> np.ndarray:
         """Random crops (batch, length) with random gain; short clips are zero-padded."""

@@ -13,8 +13,9 @@ Graph signature (one graph serves every annealing level, because sigma is an inp
       sigma    (B,)      float32, the noise level of each item (sigma, not log sigma: the
                          same argument `FlowPrior.score` takes, so torch and ONNX agree bit
                          for bit in how sigma enters the network)
-      score    (B, 1, T) grad_x sum log p_sigma(x), what `FlowPrior.score(x, sigma)` returns
-      log_prob (B,)      mean log-density in nats per sample, what `FlowPrior.log_prob` returns
+      score    (B, 1, T) grad_x sum log p_sigma(x), what `FlowPrior.score(x, sigma)` returns (level-normalised
+                         when the prior has a `level`)
+      log_prob (B,)      `shape_log_prob_sum` per sample (nats)
 
 Traced symbolically, the graph keeps B and T free (T = squeeze * frames).
 """
@@ -74,14 +75,14 @@ DECOMPOSITIONS = {aten.convolution_backward.default: conv_backward_input}
 
 
 class _LogProbSum(torch.nn.Module):
-    """`FlowPrior.log_prob_sum` as a forward, so `functional_call` can swap in detached weights."""
+    """`FlowPrior.shape_log_prob_sum` as a forward, so `functional_call` can swap in detached weights."""
 
     def __init__(self, prior: FlowPrior) -> None:
         super().__init__()
         self.prior = prior
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.prior.log_prob_sum(x, sigma)
+        return self.prior.shape_log_prob_sum(x, sigma)
 
 
 def score_function(prior: FlowPrior) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -98,6 +99,58 @@ def score_function(prior: FlowPrior) -> Callable[[torch.Tensor, torch.Tensor], t
         return grad, lp / x.shape[-1]
 
     return fn
+
+
+STEP_INPUTS = ("x", "mix", "noise", "sigma", "eta", "lik", "proj")
+STEP_OUTPUTS = ("x_next",)
+
+
+def step_function(priors: Sequence[FlowPrior]) -> Callable[..., torch.Tensor]:
+    """One Langevin step for all N sources (the formula in `rtsep.langevin`), pure functional:
+
+        x (B, N, T), mix (B, 1, T), noise (B, N, T), sigma/eta/lik/proj (B,) -> x_next (B, N, T)
+
+    Runs eagerly (the torch backend) and traces into one graph (the ONNX backend's step.onnx), so
+    both compute exactly this. Its outputs are audio-sized, which is what the parity check sees."""
+    scores = [score_function(p) for p in priors]
+
+    def step(x, mix, noise, sigma, eta, lik, proj):
+        col = lambda v: v.reshape(-1, 1, 1)  # noqa: E731
+        g = torch.cat([fn(x[:, k : k + 1], sigma)[0] for k, fn in enumerate(scores)], dim=1)
+        x1 = x + col(eta) * g + col(lik) * (mix - x.mean(dim=1, keepdim=True)) + noise
+        return x1 + col(proj) * (mix - x1.mean(dim=1, keepdim=True))
+
+    return step
+
+
+def step_graph(priors: Sequence[FlowPrior], length: int, batch: int = 2) -> torch.fx.GraphModule:
+    """Trace `step_function(priors)` symbolically (any batch, any length that is a multiple of squeeze)."""
+    n, batch = len(priors), max(batch, 2)
+    ex = (torch.zeros(batch, n, length), torch.zeros(batch, 1, length), torch.zeros(batch, n, length),
+          *(torch.full((batch,), 0.1) for _ in range(4)))
+    modes = [p.training for p in priors]
+    for p in priors:
+        p.eval()
+    try:
+        gm = make_fx(step_function(priors), decomposition_table=DECOMPOSITIONS, tracing_mode="symbolic",
+                     _allow_non_fake_inputs=True)(*ex)
+    finally:
+        for p, m in zip(priors, modes):
+            p.train(m)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+class StepModule(torch.nn.Module):
+    """The traced step graph behind a forward with named arguments, for torch.export."""
+
+    def __init__(self, graph: torch.fx.GraphModule) -> None:
+        super().__init__()
+        self.graph_module = graph
+
+    def forward(self, x, mix, noise, sigma, eta, lik, proj) -> torch.Tensor:
+        return self.graph_module(x, mix, noise, sigma, eta, lik, proj)
 
 
 def score_graph(prior: FlowPrior, length: int | None = None, batch: int = 2,

@@ -52,6 +52,9 @@ class EncoderTraining:
     Mixtures of random subsets are still mixtures of source-only excerpts (no stems), but a
     mixture with one source teaches assignment from the priors' discrimination alone: its
     signal is likely only under its own prior."""
+    noise_floor: float = 1e-3
+    """Smallest std of q (seed objective): an estimate is never exactly silent, so a level-normalised
+    prior sees a silent estimate as loud white noise (see `FlowPrior.shape_log_prob_sum`)."""
     checkpoint_every: int = 50
 
     def active_at(self, step: int) -> float:
@@ -98,15 +101,19 @@ def mixture_batch(rng: np.random.Generator, sets: list[SourceSet], tr: EncoderTr
     return src_t.mean(dim=1, keepdim=True), src_t
 
 
-def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float
+def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float, floor: float = 0.0
               ) -> tuple[torch.Tensor, dict]:
-    """Seed objective in nats per sample: KL terms per source plus the mixture term."""
+    """Seed objective in nats per sample: KL terms per source plus the mixture term.
+
+    q_k = N(mean, scale^2) with scale = sqrt(exp(2 log_scale) + floor^2); log p_k is the prior's
+    `shape_log_prob_sum` (level-normalised when the prior has a reference level)."""
     mean, log_scale = enc(mix)
     eps = torch.randn_like(mean)
+    log_scale = 0.5 * torch.log(torch.exp(2 * log_scale) + floor**2) if floor else log_scale
     s_hat = mean + torch.exp(log_scale) * eps
     t = mix.shape[-1]
     log_q = (-0.5 * (eps**2 + LOG_2PI) - log_scale).sum(dim=-1) / t  # (B, N)
-    log_p = torch.stack([p.log_prob(s_hat[:, k : k + 1], sigma) for k, p in enumerate(priors)], dim=1)
+    log_p = torch.stack([p.shape_log_prob_sum(s_hat[:, k : k + 1], sigma) / t for k, p in enumerate(priors)], dim=1)
     kl = (log_q - log_p).mean(dim=0)  # (N,)
     mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * gamma**2 * t)
     loss = kl.sum() + mix_term
@@ -170,7 +177,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
             mix, src = mixture_batch(rng, sets, tr, tr.active_at(step))
             if tr.objective == "seed":
-                loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step))
+                loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step), floor=tr.noise_floor)
             else:
                 loss, parts = supervised_loss(enc, mix, src)
             opt.zero_grad(set_to_none=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,9 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
     weights, ckpt_path = prior_paths(model_dir, source)
     train_set = SourceSet.load(data, source, cfg.sample_rate, "train")
     valid_set = SourceSet.load(data, source, cfg.sample_rate, "valid")
+    if not cfg.level:
+        level, spread = train_set.level(tr.segment, (tr.gain_min, tr.gain_max))
+        cfg = replace(cfg, level=level, level_spread=max(spread, 0.1))
     torch.manual_seed(tr.seed)
     prior = FlowPrior(cfg)
     opt = torch.optim.Adam(prior.parameters(), lr=tr.lr)
