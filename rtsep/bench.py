@@ -15,7 +15,9 @@ import numpy as np
 from .engine import BlockEngine, BlockGeometry
 from .langevin import LangevinConfig
 
-LIVE_GEOMETRY = BlockGeometry(hop=512, context=2048, lookahead=512, crossfade=256, langevin_context=256)
+LIVE_GEOMETRY = BlockGeometry(hop=512, context=2048, lookahead=512, crossfade=256, langevin_context=128,
+                              langevin_lookahead=256)
+"""Live blocks: 64 ms latency; Langevin refines 128 + 512 + 256 samples of each 3072-sample window."""
 
 
 def bench_engine(backend, langevin: LangevinConfig, geometry: BlockGeometry, steps: int, streams: int = 1,

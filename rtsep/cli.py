@@ -487,6 +487,7 @@ def live_cmd(
 
     from rich.live import Live
 
+    from .bench import LIVE_GEOMETRY
     from .card import read_card
     from .engine import BlockGeometry
     from .errors import DeviceError
@@ -518,7 +519,8 @@ def live_cmd(
     if crossfade > min(hop, lookahead):
         fail(f"--crossfade must be at most min(--hop, --lookahead) = {min(hop, lookahead)}")
     geometry = BlockGeometry(hop=hop, context=context, lookahead=lookahead, crossfade=crossfade,
-                             langevin_context=min(context, 256))  # as `rtsep bench` measures it
+                             langevin_context=min(context, LIVE_GEOMETRY.langevin_context),  # as `rtsep bench`
+                             langevin_lookahead=min(max(crossfade, LIVE_GEOMETRY.langevin_lookahead), lookahead))
     sep = Separator.load(model_dir, backend=backend, steps=steps, seed=seed, geometry=geometry, provider=provider,
                          threads=threads)
     session = LiveSession(sep, input_device=in_dev["index"], output_device=output_device, channel=channels,

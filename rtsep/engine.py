@@ -42,12 +42,16 @@ class BlockGeometry:
     crossfade: int = 1024
     langevin_context: int | None = None
     """Context samples the Langevin steps refine (<= context); None = all. Shorter saves prior passes."""
+    langevin_lookahead: int | None = None
+    """Lookahead samples the Langevin steps refine (crossfade <= it <= lookahead); None = all."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.crossfade <= min(self.lookahead, self.hop):
             raise ValueError("crossfade must be within [0, min(lookahead, hop)]")
         if self.langevin_context is not None and not 0 <= self.langevin_context <= self.context:
             raise ValueError("langevin_context must be within [0, context]")
+        if self.langevin_lookahead is not None and not self.crossfade <= self.langevin_lookahead <= self.lookahead:
+            raise ValueError("langevin_lookahead must be within [crossfade, lookahead]")
 
     @property
     def window(self) -> int:
@@ -59,7 +63,7 @@ class BlockGeometry:
         return self.hop + self.lookahead
 
     def check(self, stride: int) -> None:
-        for name in ("hop", "context", "lookahead", "langevin_context"):
+        for name in ("hop", "context", "lookahead", "langevin_context", "langevin_lookahead"):
             if (getattr(self, name) or 0) % stride:
                 raise ValueError(f"{name} must be a multiple of {stride} samples")
 
@@ -134,9 +138,10 @@ class BlockEngine:
         n = len(self.backend.sources)
         mean, _ = self.backend.encode(window)  # (C, N, W)
         start = g.context - (g.context if g.langevin_context is None else g.langevin_context)
-        w = g.window - start
-        x0 = np.broadcast_to(mean[None, :, :, start:], (s, c, n, w)).reshape(s * c, n, w)
-        mix = np.broadcast_to(window[None, :, start:], (s, c, w)).reshape(s * c, w)
+        stop = g.window - g.lookahead + (g.lookahead if g.langevin_lookahead is None else g.langevin_lookahead)
+        w = stop - start
+        x0 = np.broadcast_to(mean[None, :, :, start:stop], (s, c, n, w)).reshape(s * c, n, w)
+        mix = np.broadcast_to(window[None, :, start:stop], (s, c, w)).reshape(s * c, w)
         rng = np.random.default_rng([state.seed, state.block])
         est = refine(x0, mix, self.backend.langevin, self.langevin, rng).reshape(s, c, n, w)
         a = g.context - start  # where this block's hop begins inside the refined span

@@ -46,9 +46,11 @@ def test_output_waits_for_lookahead():
     assert eng.process(st, np.zeros((1, 1), np.float32)).shape[-1] == g.hop
 
 
-@pytest.mark.parametrize("steps", [0, 2])
-def test_streaming_equals_offline_any_chunking(random_model, steps):
-    geom = BlockGeometry(hop=512, context=256, lookahead=128, crossfade=64)
+@pytest.mark.parametrize("steps,geom", [
+    (0, BlockGeometry(hop=512, context=256, lookahead=128, crossfade=64)),
+    (2, BlockGeometry(hop=512, context=256, lookahead=128, crossfade=64)),
+    (2, BlockGeometry(hop=512, context=256, lookahead=256, crossfade=64, langevin_context=64, langevin_lookahead=128))])
+def test_streaming_equals_offline_any_chunking(random_model, steps, geom):
     sep = Separator.load(random_model, steps=steps, seed=11, geometry=geom)
     x = (np.random.default_rng(1).standard_normal((1, 4000)) * 0.3).astype(np.float32)
     st = sep.engine.new_stream(1, seed=11)

@@ -71,3 +71,22 @@ def test_score_is_gradient_of_log_prob():
     e[0, 0, 5] = 1e-6
     fd = (prior.log_prob_sum(x + e, 0.05) - prior.log_prob_sum(x - e, 0.05)) / 2e-6
     assert abs(float(fd[0]) - float(g[0, 0, 5])) < 1e-4 * max(1.0, abs(float(fd[0])))
+
+
+def test_shape_log_prob_judges_shape_and_level_separately():
+    """Level-normalised evaluation: the shape term ignores loudness, the level prior prices it."""
+    import math
+
+    prior = tiny_prior()
+    prior.cfg.level, prior.cfg.level_spread, prior.cfg.level_weight = 0.3, 0.5, 0.1
+    x = torch.randn(2, 1, 128, dtype=torch.float64)
+    x = 0.3 * x / x.pow(2).mean(dim=-1, keepdim=True).sqrt()  # exactly at the reference level
+    at_level = prior.shape_log_prob_sum(x, 0.05)
+    assert torch.allclose(at_level, prior.log_prob_sum(x, 0.05))  # no rescaling, no level cost
+    louder = prior.shape_log_prob_sum(2 * x, 0.05)
+    cost = 0.1 * 128 * 0.5 * (math.log(2) / 0.5) ** 2
+    assert torch.allclose(at_level - louder, torch.full_like(louder, cost))
+    assert torch.allclose(prior.shape_log_prob_sum(0.5 * x, 0.05), louder)  # symmetric in log level
+    prior.cfg.level = 0.0  # raw density: louder is a different (here much lower) density
+    assert not torch.allclose(prior.shape_log_prob_sum(2 * x, 0.05) - prior.shape_log_prob_sum(x, 0.05),
+                              torch.zeros(2, dtype=torch.float64))

@@ -1,0 +1,444 @@
+"""Soak test: `rtsep live` through a real JACK server (dummy backend, no sound card) for minutes.
+
+Why: the README's live claim ("N minutes live through JACK with no xrun caused by rtsep") needs a
+run far longer than the ~5 s of tests/test_live.py, with the xruns counted and attributed. This
+tool reuses that test's setup (RECIPES.md, "A live audio test with no sound card"): its own
+`jackd -d dummy` at 16 kHz / 256 frames, `python -m rtsep live --device jack` in a subprocess, a
+JACK-Client player looping a known mixture into `PortAudio:in_0` and a separate recorder on
+`PortAudio:out_*` (two clients: no graph cycle). At the end rtsep gets SIGINT (Ctrl-C) and jackd
+SIGTERM, always, also when the tool itself is interrupted.
+
+Attribution of xruns:
+- jackd logs `JackEngine::XRun: client = NAME was not finished, state = S` (or `client NAME finished
+  after current callback`) for each late client; one naming rtsep's JACK client (`PortAudio*`) is
+  counted as caused by rtsep (state Running: its callback overran; Triggered: its process thread
+  was not scheduled in time). Late lines naming only this tool's clients are the tool's, an xrun
+  notification naming no client is the host's.
+- rtsep's own counters (its `--json`): underflows/overflows minus their `device_*` part (those are
+  PortAudio's xrun flags, i.e. the JACK xruns above) and late blocks are compute falling behind:
+  caused by rtsep.
+Separation sanity: the output channels must sum to the looped input delayed by rtsep's latency
+(the model projects its stems onto the mixture), not be silent, differ from mix/N, and, when the
+reference stems are available (default: data/music4-example, clip 0 = examples/music4-mix.wav),
+have a positive mean SI-SDR improvement.
+
+    python tools/live_soak.py [--seconds 600] [--model music4] [--steps K] [--json OUT]
+
+Exit status 0 when no xrun was caused by rtsep and the output looks separated, 1 otherwise.
+Needs jackd2, libportaudio2 and the `JACK-Client` and `sounddevice` packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PERIOD = 256  # JACK frames per cycle, as tests/test_live.py
+DEFAULT_MIX = REPO / "examples" / "music4-mix.wav"
+DEFAULT_REFS = "data/music4-example/test/{source}/00000.wav"  # the stems of examples/music4-mix.wav
+XRUN_RE = re.compile(r"JackEngine::XRun: client(?: = | )(\S+?)(?: was not finished, state = (\w+)| finished after)")
+RTSEP_CLIENT = "PortAudio"  # PortAudio's JACK client name (rtsep's process)
+
+
+class JackServer:
+    """`jackd` on the dummy backend with the settings of tests/test_live.py; clients inherit `env`."""
+
+    def __init__(self, name: str, log: Path, rate: int) -> None:
+        self.name = name
+        self.log_path = log
+        self.env = {**os.environ, "JACK_NO_START_SERVER": "1", "JACK_DEFAULT_SERVER": name,
+                    "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self._log = open(log, "wb")
+        # Long options before -d: after it the letters mean the dummy driver's options. Its own
+        # session, so a Ctrl-C on the terminal reaches only this tool, which then stops things in order.
+        self.proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "--port-max", "128", "-d", "dummy",
+                                      "-r", str(rate), "-p", str(PERIOD), "-C", "2", "-P", "4"],
+                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            subprocess.run(["jack_wait", "-w", "-t", "10"], env=self.env, check=True, capture_output=True, timeout=20)
+        except BaseException:
+            self.stop()
+            raise
+
+    def client(self, name: str):
+        import jack
+
+        # Never name a client like the server: PortAudio in later processes then finds no JACK.
+        return jack.Client(name, no_start_server=True, servername=self.name)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class LogTail:
+    """jackd's xrun lines, each tagged with the phase (startup/run/shutdown) in which it was read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.pos, self.rest = path, 0, ""
+        self.xruns: list[dict[str, Any]] = []
+
+    def read(self, phase: str, final: bool = False) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        self.pos += len(data)
+        lines = (self.rest + data.decode(errors="replace")).split("\n")
+        self.rest = "" if final else lines.pop()
+        for line in lines:
+            m = XRUN_RE.search(line)
+            if m:
+                self.xruns.append({"phase": phase, "client": m.group(1), "state": m.group(2) or "finished late"})
+
+
+def find_delay(y: np.ndarray, x: np.ndarray, max_lag: int) -> int:
+    """Lag L maximising sum_n x[n] y[n + L] (y at least len(x) + max_lag long)."""
+    n = len(x) + max_lag
+    f = np.fft.rfft(y[:n], 2 * n) * np.conj(np.fft.rfft(x, 2 * n))
+    return int(np.argmax(np.fft.irfft(f, 2 * n)[: max_lag + 1]))
+
+
+def db(x: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+    return 20 * math.log10(rms) if rms > 1e-10 else -math.inf
+
+
+def finite(v: Any) -> Any:
+    """v with -inf/nan (silence in dB) as None, so the JSON is strict."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: finite(w) for k, w in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite(w) for w in v]
+    return v
+
+
+def wait_for_ports(client, proc: subprocess.Popen, ports: list[str], timeout: float = 180) -> None:
+    """Until the live process has opened its stream (its JACK ports exist)."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if all(p in {q.name for q in client.get_ports(RTSEP_CLIENT + ":")} for p in ports):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"rtsep live exited early with status {proc.returncode}")
+        time.sleep(0.1)
+    raise RuntimeError("rtsep live never opened its JACK ports")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=600.0, help="how long to play into rtsep (default 600)")
+    ap.add_argument("--model", default="music4", help="model name or directory for `rtsep live`")
+    ap.add_argument("--steps", type=int, default=None, help="Langevin steps per block (default: the card's)")
+    ap.add_argument("--backend", default="torch", help="torch or onnx")
+    ap.add_argument("--threads", type=int, default=1, help="rtsep's compute threads (default 1)")
+    ap.add_argument("--mix", type=Path, default=DEFAULT_MIX, help="mono mixture looped into rtsep's input")
+    ap.add_argument("--refs", default=None, help="reference stems, a path with {source} (default: the stems of "
+                                                 "examples/music4-mix.wav when that is the mix and they exist)")
+    ap.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    args = ap.parse_args(argv)
+    for tool in ("jackd", "jack_wait"):
+        if shutil.which(tool) is None:
+            sys.exit(f"error: {tool} not found (apt-get install jackd2)")
+
+    x, sr = sf.read(args.mix, dtype="float32", always_2d=True)
+    x = np.ascontiguousarray(x.mean(axis=1))
+    L = len(x)
+    xp = np.concatenate([x, np.resize(x, 4096)])  # xp[i : i + frames] loops x for frames <= 4096
+    refs_pattern = args.refs or (DEFAULT_REFS if args.mix.resolve() == DEFAULT_MIX else None)
+
+    def on_term(signum, frame):  # SIGTERM: stop as on Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    tmp = Path(tempfile.mkdtemp(prefix="rtsep-soak-"))
+    report: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "mix": str(args.mix),
+                              "seconds_requested": args.seconds, "model": args.model, "steps": args.steps,
+                              "backend": args.backend, "threads": args.threads, "jack": {"rate": sr,
+                              "period": PERIOD, "backend": "dummy", "realtime": False}}
+    server = proc = player = recorder = None
+    tail: LogTail | None = None
+    interrupted = False
+    error: str | None = None
+    phase = "startup"
+    xrun_cb: list[tuple[str, float]] = []  # (phase, delay in us) from JACK's xrun notification
+    chunks: collections.deque = collections.deque()
+    play_start: list[int] = []
+    go, recording = threading.Event(), threading.Event()
+    t_go = t_stop = 0.0
+    rtsep_stats: dict[str, Any] = {}
+    rtsep_rc: int | None = None
+    try:
+        server = JackServer(f"rtsep-soak-{os.getpid()}", tmp / "jackd.log", sr)
+        tail = LogTail(tmp / "jackd.log")
+        cmd = [sys.executable, "-m", "rtsep", "live", "--device", "jack", "--model", args.model,
+               "--backend", args.backend, "--threads", str(args.threads), "--json", str(tmp / "live.json")]
+        if args.steps is not None:
+            cmd += ["--steps", str(args.steps)]
+        report["rtsep_command"] = " ".join(cmd[1:])
+        with open(tmp / "live.out", "wb") as out, open(tmp / "live.err", "wb") as err:  # files: a pipe could fill
+            proc = subprocess.Popen(cmd, env=server.env, cwd=REPO, stdout=out, stderr=err, start_new_session=True)
+        player, recorder = server.client("soak-player"), server.client("soak-recorder")
+        player.set_xrun_callback(lambda delay: xrun_cb.append((phase, float(delay))))
+        wait_for_ports(player, proc, [f"{RTSEP_CLIENT}:in_0", f"{RTSEP_CLIENT}:out_0"])
+        outs = sorted(p.name for p in player.get_ports(RTSEP_CLIENT + ":", is_audio=True, is_output=True))
+        out_port = player.outports.register("out_0")
+        ins = [recorder.inports.register(f"in_{i}") for i in range(len(outs))]
+
+        @player.set_process_callback
+        def play(frames: int) -> None:
+            now = player.last_frame_time
+            buf = out_port.get_array()
+            if go.is_set():
+                if not play_start:
+                    play_start.append(now)
+                i = (now - play_start[0]) % L
+                buf[:] = xp[i : i + frames]
+            else:
+                buf[:] = 0
+
+        @recorder.set_process_callback
+        def record(frames: int) -> None:
+            if recording.is_set():
+                chunks.append((recorder.last_frame_time, np.stack([p.get_array() for p in ins])))
+
+        player.activate()
+        recorder.activate()
+        for port in player.get_ports(RTSEP_CLIENT + ":"):  # PortAudio auto-connects to system:*: undo that
+            for other in player.get_all_connections(port):
+                if port.is_input:
+                    player.disconnect(other, port)
+                else:
+                    player.disconnect(port, other)
+        player.connect(out_port, f"{RTSEP_CLIENT}:in_0")
+        for name, port in zip(outs, ins):
+            recorder.connect(name, port)
+
+        # The run: drain the recorder into a mono sum (for the timeline check) and a per-channel tail.
+        times: list[int] = []
+        sums: list[np.ndarray] = []
+        tail_chunks: collections.deque = collections.deque(maxlen=(L + 2 * sr) // PERIOD + 2)
+
+        def drain() -> None:
+            while chunks:
+                t, a = chunks.popleft()
+                times.append(t)
+                sums.append(a.sum(axis=0))
+                tail_chunks.append(a)
+
+        recording.set()
+        time.sleep(0.1)
+        tail.read(phase)
+        phase = "run"
+        go.set()
+        t_go = time.monotonic()
+        print(f"live_soak: playing {args.mix.name} (looped) into rtsep for {args.seconds:g} s ...", flush=True)
+        next_note = t_go + 60
+        while time.monotonic() < t_go + args.seconds:
+            time.sleep(min(0.25, max(0.0, t_go + args.seconds - time.monotonic())))
+            drain()
+            tail.read(phase)
+            if proc.poll() is not None:
+                raise RuntimeError(f"rtsep live exited during the run with status {proc.returncode}")
+            if time.monotonic() >= next_note:
+                next_note += 60
+                print(f"live_soak: {time.monotonic() - t_go:.0f} s, jackd xruns so far {len(xrun_cb)}", flush=True)
+        time.sleep(1.0)  # let the last played input come out (latency < 1 s), then stop
+        go.clear()
+        t_stop = time.monotonic()
+        time.sleep(0.1)
+        recording.clear()
+        drain()
+        tail.read(phase)
+    except KeyboardInterrupt:
+        interrupted = True
+        t_stop = t_stop or time.monotonic()
+        error = "interrupted"
+    except Exception as exc:
+        t_stop = t_stop or time.monotonic()
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        phase = "shutdown"
+        go.clear()
+        recording.clear()
+        try:
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                rtsep_rc = proc.returncode
+        finally:
+            for c in (player, recorder):
+                if c is not None:
+                    try:
+                        c.deactivate()
+                        c.close()
+                    except Exception:
+                        pass
+            if server is not None:
+                server.stop()
+            if tail is not None:
+                tail.read(phase)
+                tail.read(phase, final=True)
+
+    # -- report ----------------------------------------------------------------------------------
+    live_out = (tmp / "live.out").read_text(errors="replace") if (tmp / "live.out").exists() else ""
+    live_err = (tmp / "live.err").read_text(errors="replace") if (tmp / "live.err").exists() else ""
+    if (tmp / "live.json").exists():
+        rtsep_stats = json.loads((tmp / "live.json").read_text())
+    report["seconds_run"] = round(t_stop - t_go, 2) if t_go else 0.0
+    report["interrupted"] = interrupted
+    report["error"] = error
+    report["rtsep_exit_status"] = rtsep_rc
+    report["rtsep_summary"] = next((ln for ln in live_out.splitlines() if ln.startswith("live:")), None)
+    report["rtsep_stats"] = rtsep_stats
+    if rtsep_rc not in (0, None) or "Traceback" in live_err:
+        report["rtsep_stderr_tail"] = live_err.strip().splitlines()[-10:]
+
+    # xruns, by phase and cause
+    counted = ("startup", "run")
+    by_phase = {p: sum(1 for ph, _ in xrun_cb if ph == p) for p in ("startup", "run", "shutdown")}
+    lines = tail.xruns if tail is not None else []
+    rtsep_lines = [x for x in lines if x["client"].startswith(RTSEP_CLIENT)]
+    tool_lines = [x for x in lines if x["client"].startswith("soak-")]
+    rs = rtsep_stats
+    compute = {"underflows": rs.get("underflows", 0) - rs.get("device_underflows", 0),
+               "overflows": rs.get("overflows", 0) - rs.get("device_overflows", 0),
+               "late_blocks": rs.get("late_blocks", 0)} if rs else {}
+    report["xruns"] = {
+        "jack_notifications": by_phase,
+        "max_delay_us": max((d for _, d in xrun_cb), default=0.0),
+        "jackd_late_clients": lines,
+        "caused_by_rtsep_jack": sum(1 for x in rtsep_lines if x["phase"] in counted),
+        "caused_by_rtsep_jack_states": dict(collections.Counter(x["state"] for x in rtsep_lines
+                                                                if x["phase"] in counted)),
+        "caused_by_tool_jack": sum(1 for x in tool_lines if x["phase"] in counted),
+        "rtsep_device_flags": {"underflows": rs.get("device_underflows"), "overflows": rs.get("device_overflows")},
+        "caused_by_rtsep_compute": compute,
+        "note": "startup and run counted; shutdown (SIGINT, ports removed) reported only",
+    }
+    rtsep_xruns = report["xruns"]["caused_by_rtsep_jack"] + sum(compute.values()) if rs else None
+
+    # separation sanity over what the recorder captured
+    sep: dict[str, Any] = {}
+    if play_start and len(sums) > 0:
+        t_arr = np.asarray(times, dtype=np.int64)
+        gaps = int(np.sum(np.diff(t_arr) != PERIOD))
+        y = np.concatenate(sums)
+        at = int(play_start[0] - t_arr[0])  # where the played signal starts in y's timeline
+        seg = min(L, 3 * sr)
+        max_lag = sr // 2
+        sep["recorder_missed_cycles"] = gaps
+        if gaps == 0 and at >= 0 and len(y) >= at + seg + max_lag:
+            delay = find_delay(y[at:], x[:seg], max_lag)
+            sep["measured_delay_samples"] = delay
+            start = at + delay
+            n_played = int(round((t_stop - t_go) * sr)) if t_go else 0
+            end = min(len(y), start + n_played - sr)  # player stopped at t_stop; leave a second of margin
+            if end > start:
+                expect = np.take(x, np.arange(start - at - delay, end - at - delay), mode="wrap")
+                err = np.abs(y[start:end] - expect)
+                per = err[: (len(err) // PERIOD) * PERIOD].reshape(-1, PERIOD).max(axis=1)
+                sep["sum_max_abs_error"] = float(err.max())
+                sep["sum_bad_periods"] = int(np.sum(per > 1e-3))
+                sep["sum_periods"] = int(per.size)
+                sep["silence_before_db"] = db(y[:start]) if start > 0 else None
+            # per-channel tail: the last full loop (or what there is) after a second of warm-up
+            tail_y = np.concatenate(list(tail_chunks), axis=1)
+            t0 = int(t_arr[-1]) + PERIOD - tail_y.shape[1]  # JACK frame of tail_y[:, 0]
+            b = min(int(t_arr[-1]) + PERIOD, play_start[0] + delay + n_played - sr)
+            a = max(t0, play_start[0] + delay + sr, b - L)
+            if b - a >= sr:
+                out = tail_y[:, a - t0 : b - t0].astype(np.float64)
+                mix = np.take(x, np.arange(a - play_start[0] - delay, b - play_start[0] - delay), mode="wrap")
+                sources = rs.get("sources") or [f"ch{k}" for k in range(out.shape[0])]
+                n = len(sources)
+                sep["window_seconds"] = round((b - a) / sr, 2)
+                sep["output_db"] = {s: db(out[k]) for k, s in enumerate(sources)}
+                sep["input_db"] = db(mix)
+                diff = float(np.abs(out[:n] - mix / n).max())
+                sep["max_abs_diff_from_mix_over_n"] = diff
+                if refs_pattern and all(Path(refs_pattern.format(source=s)).exists() for s in sources):
+                    from rtsep.metrics import si_sdr, si_sdr_improvement
+
+                    ref = np.stack([sf.read(refs_pattern.format(source=s), dtype="float32")[0] for s in sources])
+                    ref = np.take(ref, np.arange(a - play_start[0] - delay, b - play_start[0] - delay), axis=1,
+                                  mode="wrap").astype(np.float64)
+                    sdri = si_sdr_improvement(ref, out[:n], mix)
+                    sep["refs"] = refs_pattern
+                    sep["si_sdr_db"] = {s: round(float(v), 2) for s, v in zip(sources, si_sdr(ref, out[:n]))}
+                    sep["si_sdri_db"] = {s: round(float(v), 2) for s, v in zip(sources, sdri)}
+                    sep["si_sdri_mean_db"] = round(float(np.mean(sdri)), 2)
+    checks = {
+        "not_silent": bool(sep.get("output_db")) and max(sep["output_db"].values()) > -50,
+        "sums_to_input": "sum_bad_periods" in sep and sep["sum_bad_periods"] <= 0.01 * sep["sum_periods"],
+        "not_mix_copies": sep.get("max_abs_diff_from_mix_over_n", 0.0) > 1e-2,
+        "si_sdri_positive": sep.get("si_sdri_mean_db", 1.0) > 0,  # vacuous without references
+    }
+    sep["checks"] = checks
+    report["separation"] = sep
+    separated = all(checks.values())
+    ok = error is None and rtsep_rc == 0 and rtsep_xruns == 0 and separated
+    report["rtsep_caused_xruns"] = rtsep_xruns
+    report["separated"] = separated
+    report["ok"] = ok
+
+    # -- print -----------------------------------------------------------------------------------
+    xr = report["xruns"]
+    print(f"ran {report['seconds_run']:.1f} s live through JACK (dummy, {sr} Hz, {PERIOD} frames), rtsep exit "
+          f"{rtsep_rc}" + (f", error: {error}" if error else ""))
+    print(f"  rtsep: {report['rtsep_summary']}" + (f", load {rs.get('load')}" if rs else ""))
+    print(f"  jackd xruns: startup {by_phase['startup']}, run {by_phase['run']}, shutdown {by_phase['shutdown']} "
+          f"(max delay {xr['max_delay_us']:.0f} us); late clients: "
+          + (", ".join(f"{k} x{v}" for k, v in collections.Counter(
+              f"{x['client']}/{x['state']}@{x['phase']}" for x in lines).items()) or "none"))
+    print(f"  caused by rtsep: {rtsep_xruns} (jack {xr['caused_by_rtsep_jack']}, compute {compute})")
+    print(f"  separation: delay {sep.get('measured_delay_samples')} samples (rtsep says {rs.get('latency_samples')}),"
+          f" sum error {sep.get('sum_max_abs_error', float('nan')):.1e} ({sep.get('sum_bad_periods')} bad of "
+          f"{sep.get('sum_periods')} periods), levels dB " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                                      sep.get("output_db", {}).items()))
+    if "si_sdri_db" in sep:
+        print("  SI-SDRi dB over the last " + f"{sep['window_seconds']} s: " + ", ".join(
+            f"{k} {v:+.1f}" for k, v in sep["si_sdri_db"].items()) + f" (mean {sep['si_sdri_mean_db']:+.1f})")
+    print(f"  checks: {checks} -> {'OK' if ok else 'FAIL'}")
+    if report.get("rtsep_stderr_tail"):
+        print("  rtsep stderr:\n    " + "\n    ".join(report["rtsep_stderr_tail"]))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(finite(report), indent=2) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
