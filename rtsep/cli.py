@@ -483,6 +483,8 @@ def live_cmd(
 ) -> None:
     """Separate a live input into one output channel per source, with level meters and xrun counters."""
     import os
+    import signal
+    import threading
     import time
 
     from rich.live import Live
@@ -529,24 +531,37 @@ def live_cmd(
     title = f"rtsep live: {in_dev['name']} ch {channels} -> {session.out_dev['name']} @ {sep.sample_rate} Hz"
     error: Optional[BaseException] = None
     shown = False
+    # Ctrl-C (or SIGTERM) is how a live session normally ends. It only sets a flag that the loop
+    # below checks: a KeyboardInterrupt raised at an arbitrary point (inside rich's display lock,
+    # a queue, PortAudio) can leave the process hanging on its way out. A second Ctrl-C forces it.
+    stop_requested = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        if stop_requested.is_set():
+            raise KeyboardInterrupt
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         session.start()
         with Live(_live_panel(session.stats(), title), console=console, refresh_per_second=4) as live:
             shown = True
             t_end = None if seconds is None else time.monotonic() + seconds
-            while t_end is None or time.monotonic() < t_end:
+            while not stop_requested.is_set() and (t_end is None or time.monotonic() < t_end):
                 session.poll()
                 live.update(_live_panel(session.stats(), title))
-                time.sleep(0.25 if t_end is None else max(0.0, min(0.25, t_end - time.monotonic())))
+                stop_requested.wait(0.25 if t_end is None else max(0.0, min(0.25, t_end - time.monotonic())))
             session.poll()
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how a live session normally ends
+        pass  # a second Ctrl-C: stop now
     except BaseException as exc:
         error = exc
     finally:
         if shown and not console.is_terminal:
             console.line()  # rich ends a live display with a newline on terminals only
         session.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     st = session.stats()
     if json_out is not None:
         write_json(json_out, st.to_dict())

@@ -345,8 +345,9 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
     multiple of `time_multiple`). `check`: compare onnxruntime against torch on random audio at
     `window` and at a second length, and on `audio` (mono arrays (samples,) or (channels,
     samples) at the model's sample rate, cropped/padded to `window`), raising RtsepError when an
-    output is off by more than the tolerance in the module doc. `priors_only` skips the encoder. Returns the manifest written to OUT/manifest.json (also summarised in
-    card.json "onnx"); its "graphs"[file]["max_abs_error"] holds the errors per input.
+    output is off by more than the tolerance in the module doc. `priors_only` skips the encoder.
+    Returns the manifest written to OUT/manifest.json (also summarised in card.json "onnx"); its
+    "graphs"[file]["max_abs_error"] holds the errors per input.
     Raises BundleError when MODEL_DIR cannot be exported (no card, no weights, weights that do
     not match their config).
     """
@@ -374,7 +375,7 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
         files[ENCODER_FILE] = ("encoder", encoder)
     squeezes = {p.cfg.squeeze for p in priors.values()}
     if len(squeezes) != 1:
-        raise BundleError(f"{model_dir}: the priors disagree on squeeze ({sorted(squeezes)}), one step graph cannot serve them")
+        raise BundleError(f"{model_dir}: the priors disagree on squeeze ({sorted(squeezes)}); one step graph serves all")
     meta = {**common, "graph": "step", "squeeze": squeezes.pop(), "levels": {s: p.cfg.level for s, p in priors.items()},
             "receptive_field": max(p.receptive_field for p in priors.values())}
     export_step(list(priors.values()), out / STEP_FILE, window, meta)

@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- print -----------------------------------------------------------------------------------
     xr = report["xruns"]
-    print(f"ran {report['seconds_run']:.1f} s live through JACK (dummy, {sr} Hz, {PERIOD} frames), rtsep exit "
+    print(f"played {report['seconds_run']:.1f} s live through JACK (dummy, {sr} Hz, {PERIOD} frames), rtsep exit "
           f"{rtsep_rc}" + (f", error: {error}" if error else ""))
     print(f"  rtsep: {report['rtsep_summary']}" + (f", load {rs.get('load')}" if rs else ""))
     print(f"  jackd xruns: startup {by_phase['startup']}, run {by_phase['run']}, shutdown {by_phase['shutdown']} "
