@@ -355,7 +355,7 @@ def export_cmd(
 @app.command("bench")
 @one_line_errors
 def bench_cmd(
-    model: str = typer.Option("music4", help="Model name or directory."),
+    model: str = typer.Option("music4-live", help="Model name or directory (default: the live-size music4 set)."),
     provider: str = typer.Option("cpu", help="ONNX Runtime provider: cpu, cuda or auto."),
     streams: int = typer.Option(1, min=1, help="Simultaneous streams served by one loaded model."),
     steps: str = typer.Option("0,2,4", help="Langevin step counts to measure."),
@@ -466,7 +466,7 @@ def live_cmd(
     output_channel: int = typer.Option(1, min=1, help="First output channel; source k plays on channel FIRST+k."),
     record: Optional[Path] = typer.Option(None, help="Also write DIR/<source>.wav (finalised on stop)."),
     overwrite: bool = typer.Option(False, help="Replace recordings that already exist."),
-    model: str = typer.Option("music4", help="Shipped model name or model directory."),
+    model: str = typer.Option("music4-live", help="Shipped model name or model directory (default: the live-size music4 set)."),
     hop: int = typer.Option(512, min=16, help="Block hop in samples (latency = hop + lookahead + one callback block)."),
     context: int = typer.Option(2048, min=0, help="Left context per block in samples."),
     lookahead: int = typer.Option(512, min=0, help="Lookahead per block in samples."),

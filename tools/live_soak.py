@@ -154,7 +154,7 @@ def wait_for_ports(client, proc: subprocess.Popen, ports: list[str], timeout: fl
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=600.0, help="how long to play into rtsep (default 600)")
-    ap.add_argument("--model", default="music4", help="model name or directory for `rtsep live`")
+    ap.add_argument("--model", default="music4-live", help="model name or directory for `rtsep live`")
     ap.add_argument("--steps", type=int, default=None, help="Langevin steps per block (default: the card's)")
     ap.add_argument("--backend", default="torch", help="torch or onnx")
     ap.add_argument("--threads", type=int, default=1, help="rtsep's compute threads (default 1)")
