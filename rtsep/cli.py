@@ -489,9 +489,8 @@ def live_cmd(
 
     from rich.live import Live
 
-    from .bench import LIVE_GEOMETRY
+    from .bench import live_geometry
     from .card import read_card
-    from .engine import BlockGeometry
     from .errors import DeviceError
     from .live import LiveSession, find_device
     from .separator import Separator, resolve_model
@@ -520,9 +519,7 @@ def live_cmd(
             fail(f"--{name} must be a multiple of the model's stride ({stride} samples), not {value}")
     if crossfade > min(hop, lookahead):
         fail(f"--crossfade must be at most min(--hop, --lookahead) = {min(hop, lookahead)}")
-    geometry = BlockGeometry(hop=hop, context=context, lookahead=lookahead, crossfade=crossfade,
-                             langevin_context=min(context, LIVE_GEOMETRY.langevin_context),  # as `rtsep bench`
-                             langevin_lookahead=min(max(crossfade, LIVE_GEOMETRY.langevin_lookahead), lookahead))
+    geometry = live_geometry(hop, context, lookahead, crossfade, stride)
     sep = Separator.load(model_dir, backend=backend, steps=steps, seed=seed, geometry=geometry, provider=provider,
                          threads=threads)
     session = LiveSession(sep, input_device=in_dev["index"], output_device=output_device, channel=channels,

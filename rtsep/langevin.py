@@ -71,7 +71,7 @@ def schedule(cfg: LangevinConfig, shape: tuple[int, int, int], rng: np.random.Ge
     sigmas = cfg.sigmas()
     for sigma in sigmas:
         eta = cfg.lr * sigma**2
-        noise = (np.sqrt(2 * eta) * cfg.temperature * rng.standard_normal(shape)).astype(np.float32)
+        noise = np.float32(np.sqrt(2 * eta) * cfg.temperature) * rng.standard_normal(shape, dtype=np.float32)
         steps.append(Step(full(sigma), full(eta), full(eta / (n * sigma**2)), proj, noise))
     if cfg.denoise and len(sigmas):
         steps.append(Step(full(sigmas[-1]), full(sigmas[-1] ** 2), full(0.0), proj, np.zeros(shape, np.float32)))

@@ -138,7 +138,7 @@ def find_device(spec: int | str | None, kind: str, channels: int = 1) -> dict[st
     return dev
 
 
-def _db(x: np.ndarray) -> float:
+def rms_db(x: np.ndarray) -> float:
     """RMS level in dBFS (-inf for silence)."""
     if x.size == 0:
         return -math.inf
@@ -487,8 +487,8 @@ class LiveSession:
         for k, w in enumerate(self._writers):
             w.write(stems[k : k + 1])
         self._recorded += m
-        self._levels = [_db(s) for s in stems]
-        self._input_db = _db(mix)
+        self._levels = [rms_db(s) for s in stems]
+        self._input_db = rms_db(mix)
 
     def _close_writers(self, discard: bool) -> None:
         writers, self._writers = self._writers, []

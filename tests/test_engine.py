@@ -73,3 +73,14 @@ def test_separate_stems_sum_to_input_any_rate_and_channels(random_model):
     stems = sep.separate(x, 44100)
     assert stems.shape == (2, 2, 22050)
     assert np.abs(stems.sum(axis=0) - x).max() < 1e-5
+
+
+@pytest.mark.parametrize("hop,context,lookahead,crossfade", [(512, 2048, 512, 256), (512, 2048, 512, 300),
+                                                            (256, 64, 128, 128), (1024, 0, 1024, 1000)])
+def test_live_geometry_is_valid_for_any_accepted_block_sizes(hop, context, lookahead, crossfade):
+    """`rtsep live` accepts any crossfade <= min(hop, lookahead); its Langevin span must stay a valid geometry."""
+    from rtsep.bench import live_geometry
+
+    g = live_geometry(hop, context, lookahead, crossfade, stride=16)
+    g.check(16)  # raises on a span that is not a multiple of the stride
+    assert crossfade <= g.langevin_lookahead <= lookahead and g.langevin_context <= context

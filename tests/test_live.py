@@ -23,49 +23,16 @@ import pytest
 import soundfile as sf
 import torch
 
+from jack_harness import PERIOD, REPO, JackServer, find_delay, wait_for_ports
+
 SR = 16000
-PERIOD = 256
 HOP, CONTEXT, LOOKAHEAD, CROSSFADE = 512, 4096, 512, 256
-REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("sine", "saw")
 
 pytestmark = pytest.mark.skipif(shutil.which("jackd") is None, reason="jackd is not installed (apt-get install jackd2)")
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
-
-class JackServer:
-    def __init__(self, name: str, log: Path) -> None:
-        self.name = name
-        self.env = {**os.environ, "JACK_NO_START_SERVER": "1", "JACK_DEFAULT_SERVER": name,
-                    "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self._log = open(log, "wb")
-        # Long options before -d: after it the letters mean the dummy driver's options.
-        self.proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "--port-max", "128", "-d", "dummy",
-                                      "-r", str(SR), "-p", str(PERIOD), "-C", "2", "-P", "4"],
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            subprocess.run(["jack_wait", "-w", "-t", "10"], env=self.env, check=True, capture_output=True, timeout=20)
-        except BaseException:
-            self.stop()
-            raise
-
-    def client(self, name: str):
-        import jack
-
-        # Never name a client like the server: PortAudio in later processes then finds no JACK.
-        return jack.Client(name, no_start_server=True, servername=self.name)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
 
 @pytest.fixture(scope="module")
 def jack_server(tmp_path_factory):
@@ -116,20 +83,23 @@ def start_live(server: JackServer, *args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_portaudio(client, proc: subprocess.Popen, ports=("PortAudio:in_0", "PortAudio:out_0"),
-                       timeout: float = 90) -> None:
-    """Until the live process has opened its stream (its JACK ports exist)."""
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        names = {p.name for p in client.get_ports("PortAudio:")}
-        if all(p in names for p in ports):
-            return
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"rtsep live exited early with {proc.returncode}:\n{out}\n{err}")
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail("rtsep live never opened its JACK ports")
+def wait_for_portaudio(client, proc: subprocess.Popen, ports=("PortAudio:in_0", "PortAudio:out_0")) -> None:
+    try:
+        wait_for_ports(client, proc, ports)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def start_and_wait(server: JackServer, *args) -> subprocess.Popen:
+    """`rtsep live ARGS` once its JACK ports exist, plus a second for its blocks to flow."""
+    proc = start_live(server, *args)
+    client = server.client("rtsep-watch")
+    try:
+        wait_for_portaudio(client, proc)
+    finally:
+        client.close()
+    time.sleep(1.0)
+    return proc
 
 
 def mixture(seconds: float) -> np.ndarray:
@@ -138,14 +108,6 @@ def mixture(seconds: float) -> np.ndarray:
     sine = 0.8 * np.sin(2 * np.pi * 440 * t)
     saw = 0.8 * (2 * ((110 * t) % 1.0) - 1)
     return ((sine + saw) / 2).astype(np.float32)
-
-
-def find_delay(y: np.ndarray, x: np.ndarray, max_lag: int) -> int:
-    """Lag L maximising sum_n x[n] y[n + L] (y at least len(x) + max_lag long)."""
-    n = len(x) + max_lag
-    f = np.fft.rfft(y[:n], 2 * n) * np.conj(np.fft.rfft(x, 2 * n))
-    corr = np.fft.irfft(f, 2 * n)[: max_lag + 1]
-    return int(np.argmax(corr))
 
 
 def one_line_error(stderr: str) -> str:
@@ -268,13 +230,7 @@ def test_live_sums_to_input_at_reported_latency(jack_server, tiny_model, tmp_pat
 
 def test_ctrl_c_stops_cleanly_and_finalises(jack_server, tiny_model, tmp_path):
     rec_dir = tmp_path / "rec"
-    proc = start_live(jack_server, *live_args(tiny_model, "--seconds", "60", "--record", rec_dir))
-    client = jack_server.client("rtsep-watch")
-    try:
-        wait_for_portaudio(client, proc)
-    finally:
-        client.close()
-    time.sleep(1.0)
+    proc = start_and_wait(jack_server, *live_args(tiny_model, "--seconds", "60", "--record", rec_dir))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -288,13 +244,7 @@ def test_device_vanishing_mid_stream_is_one_line_error(tiny_model, tmp_path):
     server = JackServer(f"rtsep-vanish-{os.getpid()}", tmp_path / "jackd.log")
     try:
         rec_dir = tmp_path / "rec"
-        proc = start_live(server, *live_args(tiny_model, "--seconds", "60", "--record", rec_dir))
-        client = server.client("rtsep-watch")
-        try:
-            wait_for_portaudio(client, proc)
-        finally:
-            client.close()
-        time.sleep(1.0)
+        proc = start_and_wait(server, *live_args(tiny_model, "--seconds", "60", "--record", rec_dir))
     finally:
         server.stop()
     try:

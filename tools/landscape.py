@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 import numpy as np
 import torch
 
 from rtsep.card import read_card
+from rtsep.errors import RtsepError
 from rtsep.separation_eval import held_out_mixtures
 from rtsep.train.prior import load_prior
 
@@ -41,7 +43,7 @@ def candidates(src: np.ndarray, mix: np.ndarray, names: tuple[str, ...]) -> dict
     return out
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model_dir")
     ap.add_argument("--data", required=True)
@@ -51,13 +53,19 @@ def main() -> None:
     ap.add_argument("--raw", action="store_true", help="score with the raw log-density (no level normalisation)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    card = read_card(args.model_dir)
-    names = tuple(card["priors"])
-    priors = [load_prior(args.model_dir, s).requires_grad_(False) for s in names]
+    try:
+        card = read_card(args.model_dir)
+        names = tuple(card.get("priors", {}))
+        if not names:
+            raise RtsepError(f"{args.model_dir} holds no trained priors")
+        priors = [load_prior(args.model_dir, s).requires_grad_(False) for s in names]
+        src, mix = held_out_mixtures(args.data, names, card["sample_rate"], "test", args.clips, None)
+    except RtsepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if args.raw:
         for p in priors:
             p.cfg = dataclasses.replace(p.cfg, level=0.0)
-    src, mix = held_out_mixtures(args.data, names, card["sample_rate"], "test", args.clips, None)
     src, mix = src[..., : args.samples], mix[..., : args.samples]
     print(f"summed log-density per sample at sigma {args.sigma} ({'raw' if args.raw else 'level-normalised'}), "
           f"{len(src)} mixtures; per source: {' '.join(names)}")
@@ -68,7 +76,8 @@ def main() -> None:
             v = torch.stack([p.shape_log_prob_sum(x[:, k : k + 1], args.sigma) / x.shape[-1]
                              for k, p in enumerate(priors)], 1).mean(0).numpy()
         print(f"  {name:16s} {v.sum():8.2f}   " + " ".join(f"{t:7.2f}" for t in v))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

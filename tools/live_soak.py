@@ -50,50 +50,14 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from jack_harness import PERIOD, RTSEP_CLIENT, JackServer, find_delay, wait_for_ports  # noqa: E402
 
-PERIOD = 256  # JACK frames per cycle, as tests/test_live.py
+from rtsep.live import rms_db as db  # noqa: E402
+
 DEFAULT_MIX = REPO / "examples" / "music4-mix.wav"
 DEFAULT_REFS = "data/music4-example/test/{source}/00000.wav"  # the stems of examples/music4-mix.wav
 XRUN_RE = re.compile(r"JackEngine::XRun: client(?: = | )(\S+?)(?: was not finished, state = (\w+)| finished after)")
-RTSEP_CLIENT = "PortAudio"  # PortAudio's JACK client name (rtsep's process)
-
-
-class JackServer:
-    """`jackd` on the dummy backend with the settings of tests/test_live.py; clients inherit `env`."""
-
-    def __init__(self, name: str, log: Path, rate: int) -> None:
-        self.name = name
-        self.log_path = log
-        self.env = {**os.environ, "JACK_NO_START_SERVER": "1", "JACK_DEFAULT_SERVER": name,
-                    "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self._log = open(log, "wb")
-        # Long options before -d: after it the letters mean the dummy driver's options. Its own
-        # session, so a Ctrl-C on the terminal reaches only this tool, which then stops things in order.
-        self.proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "--port-max", "128", "-d", "dummy",
-                                      "-r", str(rate), "-p", str(PERIOD), "-C", "2", "-P", "4"],
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            subprocess.run(["jack_wait", "-w", "-t", "10"], env=self.env, check=True, capture_output=True, timeout=20)
-        except BaseException:
-            self.stop()
-            raise
-
-    def client(self, name: str):
-        import jack
-
-        # Never name a client like the server: PortAudio in later processes then finds no JACK.
-        return jack.Client(name, no_start_server=True, servername=self.name)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 class LogTail:
@@ -116,18 +80,6 @@ class LogTail:
                 self.xruns.append({"phase": phase, "client": m.group(1), "state": m.group(2) or "finished late"})
 
 
-def find_delay(y: np.ndarray, x: np.ndarray, max_lag: int) -> int:
-    """Lag L maximising sum_n x[n] y[n + L] (y at least len(x) + max_lag long)."""
-    n = len(x) + max_lag
-    f = np.fft.rfft(y[:n], 2 * n) * np.conj(np.fft.rfft(x, 2 * n))
-    return int(np.argmax(np.fft.irfft(f, 2 * n)[: max_lag + 1]))
-
-
-def db(x: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-    return 20 * math.log10(rms) if rms > 1e-10 else -math.inf
-
-
 def finite(v: Any) -> Any:
     """v with -inf/nan (silence in dB) as None, so the JSON is strict."""
     if isinstance(v, float):
@@ -137,18 +89,6 @@ def finite(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [finite(w) for w in v]
     return v
-
-
-def wait_for_ports(client, proc: subprocess.Popen, ports: list[str], timeout: float = 180) -> None:
-    """Until the live process has opened its stream (its JACK ports exist)."""
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if all(p in {q.name for q in client.get_ports(RTSEP_CLIENT + ":")} for p in ports):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"rtsep live exited early with status {proc.returncode}")
-        time.sleep(0.1)
-    raise RuntimeError("rtsep live never opened its JACK ports")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     rtsep_stats: dict[str, Any] = {}
     rtsep_rc: int | None = None
     try:
-        server = JackServer(f"rtsep-soak-{os.getpid()}", tmp / "jackd.log", sr)
+        server = JackServer(f"rtsep-soak-{os.getpid()}", tmp / "jackd.log", sr, own_session=True)
         tail = LogTail(tmp / "jackd.log")
         cmd = [sys.executable, "-m", "rtsep", "live", "--device", "jack", "--model", args.model,
                "--backend", args.backend, "--threads", str(args.threads), "--json", str(tmp / "live.json")]
@@ -206,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             proc = subprocess.Popen(cmd, env=server.env, cwd=REPO, stdout=out, stderr=err, start_new_session=True)
         player, recorder = server.client("soak-player"), server.client("soak-recorder")
         player.set_xrun_callback(lambda delay: xrun_cb.append((phase, float(delay))))
-        wait_for_ports(player, proc, [f"{RTSEP_CLIENT}:in_0", f"{RTSEP_CLIENT}:out_0"])
+        wait_for_ports(player, proc, timeout=180)
         outs = sorted(p.name for p in player.get_ports(RTSEP_CLIENT + ":", is_audio=True, is_output=True))
         out_port = player.outports.register("out_0")
         ins = [recorder.inports.register(f"in_{i}") for i in range(len(outs))]

@@ -128,12 +128,17 @@ def step_graph(priors: Sequence[FlowPrior], length: int, batch: int = 2) -> torc
     n, batch = len(priors), max(batch, 2)
     ex = (torch.zeros(batch, n, length), torch.zeros(batch, 1, length), torch.zeros(batch, n, length),
           *(torch.full((batch,), 0.1) for _ in range(4)))
+    return _trace(step_function, priors, ex, dynamic=True)
+
+
+def _trace(build: Callable, priors: Sequence[FlowPrior], example: tuple, dynamic: bool) -> torch.fx.GraphModule:
+    """make_fx of `build(priors)` on `example` with the priors in eval mode (their modes restored)."""
     modes = [p.training for p in priors]
     for p in priors:
         p.eval()
     try:
-        gm = make_fx(step_function(priors), decomposition_table=DECOMPOSITIONS, tracing_mode="symbolic",
-                     _allow_non_fake_inputs=True)(*ex)
+        gm = make_fx(build(priors), decomposition_table=DECOMPOSITIONS,
+                     tracing_mode="symbolic" if dynamic else "real", _allow_non_fake_inputs=True)(*example)
     finally:
         for p, m in zip(priors, modes):
             p.train(m)
@@ -167,18 +172,8 @@ def score_graph(prior: FlowPrior, length: int | None = None, batch: int = 2,
         raise ValueError(f"length {length} is not a multiple of the prior's squeeze {q}")
     # Distinct sizes keep the symbolic tracer from identifying batch with anything else.
     batch = max(batch, 2)
-    x = torch.zeros(batch, 1, length)
-    sigma = torch.full((batch,), 0.1)
-    was_training = prior.training
-    prior.eval()
-    try:
-        gm = make_fx(score_function(prior), decomposition_table=DECOMPOSITIONS,
-                     tracing_mode="symbolic" if dynamic else "real", _allow_non_fake_inputs=True)(x, sigma)
-    finally:
-        prior.train(was_training)
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
-    return gm
+    example = (torch.zeros(batch, 1, length), torch.full((batch,), 0.1))
+    return _trace(lambda ps: score_function(ps[0]), [prior], example, dynamic)
 
 
 class ScoreModule(torch.nn.Module):
