@@ -23,10 +23,12 @@ LIVE_GEOMETRY = BlockGeometry(hop=512, context=2048, lookahead=512, crossfade=25
 def live_geometry(hop: int, context: int, lookahead: int, crossfade: int, stride: int) -> BlockGeometry:
     """A user's live block sizes with the Langevin span `rtsep bench` measures, clipped to the window
     and rounded up to the model's stride (the span must still cover the crossfade)."""
-    up = -(-max(crossfade, LIVE_GEOMETRY.langevin_lookahead) // stride) * stride
+    def up(n: int) -> int:
+        return -(-n // stride) * stride
+
     return BlockGeometry(hop=hop, context=context, lookahead=lookahead, crossfade=crossfade,
-                         langevin_context=min(context, LIVE_GEOMETRY.langevin_context),
-                         langevin_lookahead=min(up, lookahead))
+                         langevin_context=min(context, up(LIVE_GEOMETRY.langevin_context)),
+                         langevin_lookahead=min(up(max(crossfade, LIVE_GEOMETRY.langevin_lookahead)), lookahead))
 
 
 def bench_engine(backend, langevin: LangevinConfig, geometry: BlockGeometry, steps: int, streams: int = 1,

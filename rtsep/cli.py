@@ -213,6 +213,9 @@ def train_encoder_cmd(
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
+    front: str = typer.Option("learned", help="learned (Conv-TasNet basis) or stft (ratio masks: cannot invent content)."),
+    n_fft: int = typer.Option(1024, help="STFT size of the stft front end (its hop is --stride)."),
+    stride: int = typer.Option(16, help="Frame hop of the encoder in samples."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
     """Train the amortized posterior q(s_k | m) of every source with the seed objective."""
@@ -223,7 +226,8 @@ def train_encoder_cmd(
 
     card = read_card(model_dir)
     cfg = EncoderConfig(sources=list(card.get("priors", {})), sample_rate=card.get("sample_rate", 16000),
-                        filters=filters, hidden=hidden, blocks=blocks, repeats=repeats)
+                        filters=filters, hidden=hidden, blocks=blocks, repeats=repeats, front=front, n_fft=n_fft,
+                        stride=stride)
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
                          kl_sigma_start=kl_sigma_start or None, active_start=active_start,
@@ -367,7 +371,7 @@ def bench_cmd(
     """Real-time factor and block latency (p50/p99/max) with the live geometry, torch vs ONNX Runtime."""
     from rich.table import Table
 
-    from .bench import LIVE_GEOMETRY, bench_engine
+    from .bench import LIVE_GEOMETRY, bench_engine, live_geometry
     from .card import read_card
     from .langevin import LangevinConfig
     from .separator import resolve_model
@@ -391,7 +395,9 @@ def bench_cmd(
         else:
             fail(f"unknown engine {engine!r} (torch or onnx)")
         for k in (int(s) for s in steps.split(",")):
-            r = {"engine": engine, "provider": prov, **bench_engine(be, lcfg, LIVE_GEOMETRY, k, streams, seconds)}
+            g = LIVE_GEOMETRY
+            geometry = live_geometry(g.hop, g.context, g.lookahead, g.crossfade, be.stride)
+            r = {"engine": engine, "provider": prov, **bench_engine(be, lcfg, geometry, k, streams, seconds)}
             records.append(r)
             table.add_row(engine, prov, str(k), f"{r['rtf']:.3f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
                           f"{r['max_ms']:.1f}", f"{r['latency_ms']:.0f}")

@@ -1,9 +1,16 @@
 """Amortized posterior q_phi(s_k | m) for all sources: a small Conv-TasNet-style network.
 
-A learned 16-sample basis, a dilated TCN that only normalises per frame (so a block's output
-does not depend on how much audio the window holds), masks per source, and a per-sample
-log-scale head. Masks are a softmax over sources times N, so the decoded means already sum to
-about N * m; `project` then makes them mix to the mixture exactly (DESIGN.md §2, "Dirac").
+A front end (a learned 16-sample basis, or a fixed sqrt-Hann STFT), a dilated TCN that only
+normalises per frame (so a block's output does not depend on how much audio the window holds),
+masks per source, and a per-sample log-scale head. Masks are a softmax over sources times N, so
+the decoded means already sum to about N * m; `project` then makes them mix to the mixture
+exactly (DESIGN.md §2, "Dirac").
+
+Why two front ends: a learned, overcomplete basis lets masks synthesise content the mixture
+does not hold (estimates that cancel in the sum). Supervised training never asks for that, but
+the seed objective rewards any estimate its prior likes, and session-2 encoders found such
+invented, cancelling sources. Ratio masks on a tight STFT frame can only share out the mixture's
+time-frequency content, so the unsupervised objective has to choose an allocation.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ class EncoderConfig:
     log_scale_min: float = -9.0
     log_scale_max: float = 0.0
     consistency: bool = True
+    front: str = "learned"
+    """"learned" (Conv-TasNet basis, 2*stride taps) or "stft" (sqrt-Hann DFT, n_fft taps, hop = stride)."""
+    n_fft: int = 1024
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +50,8 @@ class EncoderConfig:
     @property
     def receptive_field(self) -> int:
         """Samples of context on each side that one output frame depends on."""
-        return (2**self.blocks - 1) * self.repeats * self.stride + self.stride
+        taps = self.n_fft if self.front == "stft" else 2 * self.stride
+        return (2**self.blocks - 1) * self.repeats * self.stride + taps // 2
 
 
 class FrameNorm(nn.Module):
@@ -72,6 +83,40 @@ def project(means: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
     return means + (mix - means.mean(dim=1, keepdim=True))
 
 
+class STFT(nn.Module):
+    """Real STFT and its overlap-add inverse as fixed (de)convolutions: exports to ONNX as plain
+    Conv / ConvTranspose and streams like the learned basis. sqrt-Hann analysis and synthesis
+    windows; the inverse divides by the frames' window-square sum, so reconstruction is exact up
+    to the window's edges too."""
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        if n_fft % (2 * hop):
+            raise ValueError(f"stft front end: hop {hop} must divide n_fft / 2 = {n_fft // 2}")
+        self.hop, self.pad, self.bins = hop, (n_fft - hop) // 2, n_fft // 2 + 1
+        n = torch.arange(n_fft, dtype=torch.float64)
+        f = torch.arange(self.bins, dtype=torch.float64)
+        win = torch.hann_window(n_fft, periodic=True, dtype=torch.float64).sqrt()
+        ang = 2 * torch.pi * f[:, None] * n[None, :] / n_fft
+        cos, sin = torch.cos(ang) * win, torch.sin(ang) * win
+        c = torch.full((self.bins, 1), 2.0, dtype=torch.float64)
+        c[0] = c[-1] = 1.0
+        scale = c / n_fft  # inverse real DFT
+        self.register_buffer("analysis", torch.cat([cos, -sin])[:, None].float(), persistent=False)
+        self.register_buffer("synthesis", torch.cat([cos * scale, -sin * scale])[:, None].float(), persistent=False)
+        self.register_buffer("window_sq", (win**2)[None, None].float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) -> (B, 2 * bins, T / hop): real parts, then imaginary parts."""
+        return nn.functional.conv1d(x, self.analysis, stride=self.hop, padding=self.pad)
+
+    def inverse(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, 2 * bins, frames) -> (B, 1, frames * hop)."""
+        frames = torch.ones_like(spec[:1, :1])
+        overlap = nn.functional.conv_transpose1d(frames, self.window_sq, stride=self.hop, padding=self.pad)
+        return nn.functional.conv_transpose1d(spec, self.synthesis, stride=self.hop, padding=self.pad) / overlap
+
+
 class Encoder(nn.Module):
     """m (B, 1, T) -> (mean, log_scale), each (B, N, T); T must be a multiple of `stride`."""
 
@@ -79,22 +124,38 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         n, f, s = len(cfg.sources), cfg.filters, cfg.stride
-        self.analysis = nn.Conv1d(1, f, 2 * s, stride=s, padding=s // 2, bias=False)
+        if cfg.front not in ("learned", "stft"):
+            raise ValueError(f"unknown encoder front end {cfg.front!r} (learned or stft)")
+        if cfg.front == "stft":
+            self.stft = STFT(cfg.n_fft, s)
+            f = self.stft.bins
+        else:
+            self.analysis = nn.Conv1d(1, f, 2 * s, stride=s, padding=s // 2, bias=False)
+            self.synthesis = nn.ConvTranspose1d(f, 1, 2 * s, stride=s, padding=s // 2, bias=False)
         self.front = nn.Sequential(FrameNorm(f), nn.Conv1d(f, cfg.bottleneck, 1))
         self.tcn = nn.Sequential(*[TCNBlock(cfg.bottleneck, cfg.hidden, 2**b)
                                    for _ in range(cfg.repeats) for b in range(cfg.blocks)])
-        self.masks = nn.Conv1d(cfg.bottleneck, n * f, 1)
+        self.masks = nn.Conv1d(cfg.bottleneck, n * f, 1)  # f: basis filters or STFT bins
         self.log_scale = nn.Conv1d(cfg.bottleneck, n * s, 1)
         nn.init.constant_(self.log_scale.bias, -3.0)
-        self.synthesis = nn.ConvTranspose1d(f, 1, 2 * s, stride=s, padding=s // 2, bias=False)
 
     def forward(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, t = mix.shape
-        n, f = len(self.cfg.sources), self.cfg.filters
-        basis = torch.relu(self.analysis(mix))  # (B, F, T/s)
-        h = self.tcn(self.front(basis))
-        masks = torch.softmax(self.masks(h).reshape(b, n, f, -1), dim=1) * n
-        means = self.synthesis((masks * basis[:, None]).reshape(b * n, f, -1)).reshape(b, n, t)
+        n = len(self.cfg.sources)
+        if self.cfg.front == "stft":
+            spec = self.stft(mix)  # (B, 2F, T/s)
+            f = self.stft.bins
+            re, im = spec[:, :f], spec[:, f:]
+            h = self.tcn(self.front(torch.log(torch.sqrt(re * re + im * im + 1e-12) + 1e-4)))
+            masks = torch.softmax(self.masks(h).reshape(b, n, f, -1), dim=1) * n
+            masked = (masks[:, :, None] * spec.reshape(b, 1, 2, f, -1)).reshape(b * n, 2 * f, -1)
+            means = self.stft.inverse(masked).reshape(b, n, t)
+        else:
+            f = self.cfg.filters
+            basis = torch.relu(self.analysis(mix))  # (B, F, T/s)
+            h = self.tcn(self.front(basis))
+            masks = torch.softmax(self.masks(h).reshape(b, n, f, -1), dim=1) * n
+            means = self.synthesis((masks * basis[:, None]).reshape(b * n, f, -1)).reshape(b, n, t)
         if self.cfg.consistency:
             means = project(means, mix)
         raw = self.log_scale(h).reshape(b * n, self.cfg.stride, -1)
