@@ -224,6 +224,10 @@ def train_encoder_cmd(
     from .nn.encoder import EncoderConfig
     from .train.encoder import EncoderTraining, train_encoder
 
+    if front not in ("learned", "stft"):
+        fail(f"unknown --front {front!r} (learned or stft)")
+    if front == "stft" and n_fft % (2 * stride):
+        fail(f"--stride {stride} must divide --n-fft / 2 = {n_fft // 2} for the stft front end")
     card = read_card(model_dir)
     cfg = EncoderConfig(sources=list(card.get("priors", {})), sample_rate=card.get("sample_rate", 16000),
                         filters=filters, hidden=hidden, blocks=blocks, repeats=repeats, front=front, n_fft=n_fft,

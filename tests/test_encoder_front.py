@@ -74,3 +74,15 @@ def test_stft_encoder_onnx_parity(tmp_path):
             want_mean, want_ls = enc(torch.from_numpy(mix))
         np.testing.assert_allclose(mean, want_mean.numpy(), rtol=0, atol=1e-4)
         np.testing.assert_allclose(log_scale, want_ls.numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("args,message", [(["--front", "mel"], "unknown --front"),
+                                          (["--front", "stft", "--stride", "96"], "must divide")])
+def test_train_encoder_refuses_bad_front_end_options(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from rtsep.cli import app
+
+    r = CliRunner().invoke(app, ["train", "encoder", str(tmp_path), "--data", str(tmp_path), *args])
+    assert r.exit_code == 1
+    assert message in r.output and "Traceback" not in r.output
