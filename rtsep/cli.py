@@ -398,9 +398,9 @@ def bench_cmd(
             prov = "cuda" if "CUDA" in be.provider else "cpu"
         else:
             fail(f"unknown engine {engine!r} (torch or onnx)")
+        g = LIVE_GEOMETRY
+        geometry = live_geometry(g.hop, g.context, g.lookahead, g.crossfade, be.stride)
         for k in (int(s) for s in steps.split(",")):
-            g = LIVE_GEOMETRY
-            geometry = live_geometry(g.hop, g.context, g.lookahead, g.crossfade, be.stride)
             r = {"engine": engine, "provider": prov, **bench_engine(be, lcfg, geometry, k, streams, seconds)}
             records.append(r)
             table.add_row(engine, prov, str(k), f"{r['rtf']:.3f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",

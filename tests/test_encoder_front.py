@@ -34,24 +34,31 @@ def test_stft_hop_must_divide_half_window():
         STFT(256, 96)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_ratio_masks_only_share_out_the_mixture(seed):
-    """A pure 1 kHz tone in: every estimate is that tone (under 0.5% of its energy elsewhere, only
-    what frame-to-frame mask changes modulate; random learned-basis encoders put 1.5-4% there),
-    and the estimates mix back to the input exactly."""
-    enc = stft_encoder(seed)
+def off_tone_fraction(enc: Encoder) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Largest share of an estimate's energy away from a 1 kHz input tone, the tone, the means."""
     sr, t = 16000, 8192
     mix = torch.from_numpy(0.5 * np.sin(2 * np.pi * 1000 * np.arange(t) / sr).astype(np.float32))[None, None]
     with torch.no_grad():
         mean, log_scale = enc(mix)
     assert mean.shape == (1, len(SOURCES), t) and log_scale.shape == mean.shape
-    torch.testing.assert_close(mean.mean(dim=1, keepdim=True), mix, rtol=0, atol=1e-5)
     spec = np.abs(np.fft.rfft(mean[0, :, 1024:-1024].numpy() * np.hanning(t - 2048), axis=-1)) ** 2
-    freqs = np.fft.rfftfreq(t - 2048, 1 / sr)
-    band = np.abs(freqs - 1000) < 100
+    band = np.abs(np.fft.rfftfreq(t - 2048, 1 / sr) - 1000) < 100
     loud = spec.sum(-1) > 1e-3 * spec.sum()
     assert loud.any()
-    assert (spec[loud][:, ~band].sum(-1) / spec[loud].sum(-1)).max() < 5e-3
+    return float((spec[loud][:, ~band].sum(-1) / spec[loud].sum(-1)).max()), mix, mean
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ratio_masks_only_share_out_the_mixture(seed):
+    """A pure 1 kHz tone in: every STFT-encoder estimate is that tone (under 0.5% of its energy
+    elsewhere, only what frame-to-frame mask changes modulate) and the estimates mix back to the
+    input exactly; random learned-basis encoders put over 1% elsewhere (measured 1.5-4.4%)."""
+    off, mix, mean = off_tone_fraction(stft_encoder(seed))
+    torch.testing.assert_close(mean.mean(dim=1, keepdim=True), mix, rtol=0, atol=1e-5)
+    assert off < 5e-3
+    torch.manual_seed(seed)
+    learned = Encoder(EncoderConfig(sources=SOURCES, filters=16, bottleneck=8, hidden=16, blocks=2)).eval()
+    assert off_tone_fraction(learned)[0] > 1e-2
 
 
 def test_learned_front_is_the_default_for_old_cards():

@@ -26,7 +26,7 @@ from rtsep.errors import RtsepError
 from rtsep.metrics import si_sdr
 from rtsep.nn.encoder import STFT
 from rtsep.separation_eval import held_out_mixtures
-from rtsep.train.encoder import LOG_2PI, load_encoder
+from rtsep.train.encoder import load_encoder, seed_kl
 from rtsep.train.prior import load_prior
 
 
@@ -34,25 +34,8 @@ def oracle_ratio_masks(src: torch.Tensor, mix: torch.Tensor, n_fft: int = 1024, 
     """(M, N, T) estimates N * ISTFT(|S_k| / sum_j |S_j| * STFT(m)): they mix to m."""
     st = STFT(n_fft, hop)
     m, n, t = src.shape
-    spec = st(src.reshape(-1, 1, t))
-    f = st.bins
-    mag = (spec[:, :f] ** 2 + spec[:, f:] ** 2).sqrt().reshape(m, n, f, -1)
-    masks = mag / (mag.sum(dim=1, keepdim=True) + 1e-9)
-    x = st(mix).reshape(m, 1, 2, f, -1)
-    return st.inverse((masks[:, :, None] * x).reshape(m * n, 2 * f, -1)).reshape(m, n, t) * n
-
-
-def seed_kl(priors: list, means: torch.Tensor, log_scale: torch.Tensor, sigma: float, floor: float = 1e-3
-            ) -> tuple[float, np.ndarray]:
-    """(summed KL per sample, per-source mean log p per sample), one fixed noise draw."""
-    gen = torch.Generator().manual_seed(0)
-    eps = torch.randn(means.shape, generator=gen)
-    log_scale = 0.5 * torch.log(torch.exp(2 * log_scale) + floor**2)
-    s_hat = means + torch.exp(log_scale) * eps
-    t = means.shape[-1]
-    log_q = ((-0.5 * (eps**2 + LOG_2PI) - log_scale).sum(-1) / t).mean(0)
-    log_p = torch.stack([p.shape_log_prob_sum(s_hat[:, k : k + 1], sigma) / t for k, p in enumerate(priors)], 1).mean(0)
-    return float((log_q - log_p).sum()), log_p.numpy()
+    mag = st.magnitude(st(src.reshape(-1, 1, t))).reshape(m, n, st.bins, -1)
+    return st.apply_masks(st(mix), mag / (mag.sum(dim=1, keepdim=True) + 1e-9)) * n
 
 
 def main() -> int:
@@ -77,13 +60,20 @@ def main() -> int:
     src_t, mix_t = torch.from_numpy(src[..., :t]), torch.from_numpy(mix[..., :t])[:, None]
     with torch.no_grad():
         means, log_scale = encoder(mix_t)
-        rows = {"trained encoder": means, "oracle ratio masks": oracle_ratio_masks(src_t, mix_t), "true sources": src_t}
+        oracle = oracle_ratio_masks(src_t, mix_t)
+        rows = {"trained encoder": means, "oracle ratio masks": oracle, "true sources": src_t}
         print(f"seed KL, nats/sample (lower is better), sigma {args.sigma}, {len(src)} held-out mixtures of {t} samples;"
               f" mean log p per source: {' '.join(names)}")
+        eps = torch.randn(means.shape, generator=torch.Generator().manual_seed(0))  # one draw for every row
         for name, x in rows.items():
-            kl, log_p = seed_kl(priors, x, log_scale, args.sigma)
-            print(f"  {name:20s} {kl:8.2f}   " + " ".join(f"{v:6.2f}" for v in log_p))
-    est, ref = means.numpy(), src_t.numpy()
+            kl, log_p, _ = seed_kl(priors, x, log_scale, args.sigma, floor=1e-3, eps=eps)
+            print(f"  {name:20s} {float(kl.sum()):8.2f}   " + " ".join(f"{v:6.2f}" for v in log_p.numpy()))
+    est, ref, mix_np = means.numpy(), src_t.numpy(), mix_t[:, 0].numpy()
+    gain = {name: np.median([si_sdr(r, e) - si_sdr(r, np.broadcast_to(m, r.shape)) for r, e, m in zip(ref, x, mix_np)], 0)
+            for name, x in (("trained encoder", est), ("oracle ratio masks", oracle.numpy()))}
+    print(f"median SI-SDRi (dB) on the same mixtures: {' '.join(names)}")
+    for name, v in gain.items():
+        print(f"  {name:20s} " + " ".join(f"{x:+6.1f}" for x in v))
     cross = np.mean([[[si_sdr(r[j : j + 1], e[k : k + 1])[0] for j in range(len(names))] for k in range(len(names))]
                      for r, e in zip(ref, est)], axis=0)
     print("SI-SDR (dB) of each trained estimate (rows) against each true source (columns): " + " ".join(names))

@@ -110,6 +110,17 @@ class STFT(nn.Module):
         """(B, 1, T) -> (B, 2 * bins, T / hop): real parts, then imaginary parts."""
         return nn.functional.conv1d(x, self.analysis, stride=self.hop, padding=self.pad)
 
+    def magnitude(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, 2 * bins, frames) -> (B, bins, frames)."""
+        re, im = spec[:, : self.bins], spec[:, self.bins :]
+        return torch.sqrt(re * re + im * im + 1e-12)
+
+    def apply_masks(self, spec: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Mixture spectrum (B, 2 * bins, frames) and masks (B, N, bins, frames) -> signals (B, N, T)."""
+        b, n = masks.shape[:2]
+        masked = (masks[:, :, None] * spec.reshape(b, 1, 2, self.bins, -1)).reshape(b * n, 2 * self.bins, -1)
+        return self.inverse(masked).reshape(b, n, -1)
+
     def inverse(self, spec: torch.Tensor) -> torch.Tensor:
         """(B, 2 * bins, frames) -> (B, 1, frames * hop)."""
         frames = torch.ones_like(spec[:1, :1])
@@ -144,12 +155,9 @@ class Encoder(nn.Module):
         n = len(self.cfg.sources)
         if self.cfg.front == "stft":
             spec = self.stft(mix)  # (B, 2F, T/s)
-            f = self.stft.bins
-            re, im = spec[:, :f], spec[:, f:]
-            h = self.tcn(self.front(torch.log(torch.sqrt(re * re + im * im + 1e-12) + 1e-4)))
-            masks = torch.softmax(self.masks(h).reshape(b, n, f, -1), dim=1) * n
-            masked = (masks[:, :, None] * spec.reshape(b, 1, 2, f, -1)).reshape(b * n, 2 * f, -1)
-            means = self.stft.inverse(masked).reshape(b, n, t)
+            h = self.tcn(self.front(torch.log(self.stft.magnitude(spec) + 1e-4)))
+            masks = torch.softmax(self.masks(h).reshape(b, n, self.stft.bins, -1), dim=1) * n
+            means = self.stft.apply_masks(spec, masks)
         else:
             f = self.cfg.filters
             basis = torch.relu(self.analysis(mix))  # (B, F, T/s)

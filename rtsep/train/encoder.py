@@ -101,21 +101,29 @@ def mixture_batch(rng: np.random.Generator, sets: list[SourceSet], tr: EncoderTr
     return src_t.mean(dim=1, keepdim=True), src_t
 
 
-def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float, floor: float = 0.0
-              ) -> tuple[torch.Tensor, dict]:
-    """Seed objective in nats per sample: KL terms per source plus the mixture term.
+def seed_kl(priors: list, mean: torch.Tensor, log_scale: torch.Tensor, sigma: float, floor: float = 0.0,
+            eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Monte Carlo KL[q_k || p_k] per source in nats per sample, (N,), averaged over the batch; also
+    log p_k per source (N,) and the sample s_hat (B, N, T).
 
     q_k = N(mean, scale^2) with scale = sqrt(exp(2 log_scale) + floor^2); log p_k is the prior's
-    `shape_log_prob_sum` (level-normalised when the prior has a reference level)."""
-    mean, log_scale = enc(mix)
-    eps = torch.randn_like(mean)
+    `shape_log_prob_sum` (level-normalised when the prior has a reference level). `eps`: the
+    standard-normal draw (default: a fresh one)."""
+    eps = torch.randn_like(mean) if eps is None else eps
     log_scale = 0.5 * torch.log(torch.exp(2 * log_scale) + floor**2) if floor else log_scale
     s_hat = mean + torch.exp(log_scale) * eps
-    t = mix.shape[-1]
+    t = mean.shape[-1]
     log_q = (-0.5 * (eps**2 + LOG_2PI) - log_scale).sum(dim=-1) / t  # (B, N)
     log_p = torch.stack([p.shape_log_prob_sum(s_hat[:, k : k + 1], sigma) / t for k, p in enumerate(priors)], dim=1)
-    kl = (log_q - log_p).mean(dim=0)  # (N,)
-    mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * gamma**2 * t)
+    return (log_q - log_p).mean(dim=0), log_p.mean(dim=0), s_hat
+
+
+def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float, floor: float = 0.0
+              ) -> tuple[torch.Tensor, dict]:
+    """Seed objective in nats per sample: KL terms per source (`seed_kl`) plus the mixture term."""
+    mean, log_scale = enc(mix)
+    kl, _, s_hat = seed_kl(priors, mean, log_scale, sigma, floor)
+    mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * gamma**2 * mix.shape[-1])
     loss = kl.sum() + mix_term
     return loss, {"kl": kl.sum().item(), "mix": mix_term.item(), "sigma": sigma}
 
