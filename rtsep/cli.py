@@ -241,6 +241,16 @@ def train_encoder_cmd(
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")
 
 
+SPACE_HELP = "Langevin chain: signal (waveforms + projection) or mask (STFT mask logits); default: the card's."
+
+
+def check_space(space: str | None) -> None:
+    from .langevin import SPACES
+
+    if space is not None and space not in SPACES:
+        fail(f"unknown --space {space!r} ({' or '.join(SPACES)})")
+
+
 def print_separation(res: dict) -> None:
     from rich.table import Table
 
@@ -261,6 +271,7 @@ def eval_separate_cmd(
     model: str = typer.Argument(..., help="Model name or directory."),
     data: Path = typer.Option(..., help="Held-out data DATA/test/<source>/*.wav or DATA/<source>/*.wav"),
     steps: int = typer.Option(4, min=0, help="Langevin steps after the encoder."),
+    space: Optional[str] = typer.Option(None, help=SPACE_HELP),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -274,10 +285,12 @@ def eval_separate_cmd(
     from .separator import resolve_model
     from .train.progress import bar
 
+    check_space(space)
     with bar(transient=True) as progress:
         task = progress.add_task("separate", total=None, info="")
         res = evaluate_separation(model, data, steps=steps, split=split, clips=clips, seconds=seconds,
-                                  backend=backend, seed=seed, progress=progress_cb(progress, task))
+                                  backend=backend, seed=seed, progress=progress_cb(progress, task),
+                                  langevin={"space": space} if space else None)
     print_separation(res)
     if label:
         store(resolve_model(model), label, res)
@@ -292,6 +305,7 @@ def file_cmd(
     out_dir: Path = typer.Option(Path("separated"), "-o", "--out", help="Writes OUT/<track>/<source>.<ext>."),
     model: str = typer.Option("music4", help="Shipped model name or model directory."),
     steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps per block (default: the model card's)."),
+    space: Optional[str] = typer.Option(None, help=SPACE_HELP),
     samples: int = typer.Option(1, min=1, max=64, help="Posterior samples; > 1 also writes <source>.spread.<ext>."),
     fmt: str = typer.Option("wav", "--format", help="wav or flac."),
     seed: int = typer.Option(0, help="Seed of the Langevin noise: the same seed gives the same stems."),
@@ -306,7 +320,9 @@ def file_cmd(
 
     if fmt not in SUPPORTED_OUTPUT:
         fail(f"unsupported output format {fmt!r} (choose from {', '.join(SUPPORTED_OUTPUT)})")
-    sep = Separator.load(model, backend=backend, steps=steps, samples=samples, seed=seed, provider=provider)
+    check_space(space)
+    sep = Separator.load(model, backend=backend, steps=steps, samples=samples, seed=seed, provider=provider,
+                         space=space)
     failed = 0
     with bar() as progress:
         for path in inputs:

@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+SPACES = ("signal", "mask")
 ScoreFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 """score(k, x (B, T), sigma (B,)) -> grad_x log p_k,sigma(x), shape (B, T)."""
 
@@ -48,6 +49,16 @@ class LangevinConfig:
     temperature: float = 1.0
     consistency: bool = True
     denoise: bool = True
+    space: str = "signal"
+    """"signal": the chain above, on the waveforms; "mask": on the logits of STFT masks that share
+    out the mixture (`rtsep.mask_langevin`), where `mask_lr` is the step and consistency is exact."""
+    mask_lr: float = 0.1
+    n_fft: int = 1024
+    hop: int = 256
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"unknown Langevin space {self.space!r} ({' or '.join(SPACES)})")
 
     def sigmas(self) -> np.ndarray:
         if self.steps <= 0:
@@ -86,6 +97,8 @@ def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarra
     over a numpy step function."""
     if cfg.steps <= 0:
         return x0
+    if cfg.space == "mask":
+        return refine_masks(x0, mix, run, cfg, rng)
     x = x0.astype(np.float32, copy=True)
     b, n, t = x.shape
     m = np.array(np.broadcast_to(mix, (b, t)).reshape(b, 1, t), dtype=np.float32)
@@ -115,3 +128,30 @@ def numpy_step(score: ScoreFn) -> StepFn:
         return (x1 + col(st.proj) * (mix - x1.mean(axis=1, keepdims=True))).astype(np.float32)
 
     return step
+
+
+def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray]) -> Callable[..., np.ndarray]:
+    """The priors' scores through a chain runner: one step with eta 1 and nothing else returns
+    x + score, so every backend's step graph (torch eager or ONNX) also serves the mask chain."""
+
+    def scores(x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        b, n, t = x.shape
+        zeros = np.zeros(b, np.float32)
+        st = Step(sigma.astype(np.float32), np.ones(b, np.float32), zeros, zeros, np.zeros((b, n, t), np.float32))
+        return run(x, np.zeros((b, 1, t), np.float32), [st]) - x
+
+    return scores
+
+
+def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
+                 cfg: LangevinConfig, rng: np.random.Generator) -> np.ndarray:
+    """`refine` in mask space; the span is zero-padded to a multiple of the STFT hop and cropped back."""
+    from .mask_langevin import NumpySTFT, mask_chain
+
+    b, n, t = x0.shape
+    pad = -t % cfg.hop
+    mix2 = np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)])
+    x = np.pad(x0, [(0, 0), (0, 0), (0, pad)])
+    out = mask_chain(x, mix2, scores_from_steps(run), cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng,
+                     NumpySTFT(cfg.n_fft, cfg.hop))
+    return out[..., :t]

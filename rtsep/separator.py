@@ -58,8 +58,9 @@ class Separator:
     @classmethod
     def load(cls, model: str | Path = DEFAULT_MODEL, backend: str = "torch", steps: int | None = None,
              samples: int = 1, seed: int = 0, geometry: BlockGeometry | None = None, provider: str = "auto",
-             threads: int | None = None) -> "Separator":
-        """Load a shipped model by name or a model directory; Langevin defaults come from its card."""
+             threads: int | None = None, space: str | None = None) -> "Separator":
+        """Load a shipped model by name or a model directory; Langevin defaults come from its card
+        (`space`: "signal" or "mask" overrides the card's chain, see `rtsep.langevin`)."""
         model_dir = resolve_model(model)
         card = read_card(model_dir)
         if "encoder" not in card:
@@ -75,6 +76,8 @@ class Separator:
         else:
             raise BundleError(f"unknown backend {backend!r} (torch or onnx)")
         lcfg = LangevinConfig(**card.get("langevin", {}))
+        if space is not None:
+            lcfg = replace(lcfg, space=space)
         run = RunConfig(steps=lcfg.steps if steps is None else steps, samples=samples, seed=seed,
                         geometry=geometry or BlockGeometry(), langevin=lcfg)
         return cls(be, run)

@@ -44,6 +44,19 @@ def test_samples_write_spread(random_model, tmp_path):
     assert spread.std() > 0
 
 
+def test_mask_space_chain_sums_to_input_and_samples(random_model, tmp_path):
+    x = np.random.default_rng(2).standard_normal(9000).astype(np.float32) * 0.1
+    sf.write(tmp_path / "m.wav", x, 16000, subtype="FLOAT")
+    r = run(tmp_path / "m.wav", "-o", tmp_path / "o", "--model", random_model, "--samples", "2", "--steps", "3",
+            "--space", "mask")
+    assert r.exit_code == 0, r.output
+    a, _ = sf.read(tmp_path / "o" / "m" / "a.wav")
+    b, _ = sf.read(tmp_path / "o" / "m" / "b.wav")
+    assert np.abs(a + b - x).max() < 1e-5
+    spread, _ = sf.read(tmp_path / "o" / "m" / "a.spread.wav")
+    assert spread.std() > 0  # temperature 1: the chains differ
+
+
 def bad_inputs(tmp_path):
     (tmp_path / "text.wav").write_text("not audio at all")
     sf.write(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), 16000)
@@ -75,7 +88,7 @@ def test_silent_input_gives_silent_stems(random_model, tmp_path):
     assert len(a) == 5000 and np.abs(a).max() == 0
 
 
-@pytest.mark.parametrize("case", ["unwritable", "bad_model", "bad_format"])
+@pytest.mark.parametrize("case", ["unwritable", "bad_model", "bad_format", "bad_space"])
 def test_setup_errors(random_model, tmp_path, case):
     sf.write(tmp_path / "m.wav", np.zeros(1000, np.float32), 16000)
     args = [tmp_path / "m.wav", "-o", tmp_path / "out", "--model", random_model]
@@ -84,8 +97,10 @@ def test_setup_errors(random_model, tmp_path, case):
         args[2] = tmp_path / "afile" / "out"
     elif case == "bad_model":
         args[4] = tmp_path / "nope"
-    else:
+    elif case == "bad_format":
         args += ["--format", "mp4"]
+    else:
+        args += ["--space", "latent"]
     r = run(*args)
     assert r.exit_code != 0 and len(one_line_error(r)) == 1, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
