@@ -272,6 +272,7 @@ def eval_separate_cmd(
     data: Path = typer.Option(..., help="Held-out data DATA/test/<source>/*.wav or DATA/<source>/*.wav"),
     steps: int = typer.Option(4, min=0, help="Langevin steps after the encoder."),
     space: Optional[str] = typer.Option(None, help=SPACE_HELP),
+    temperature: Optional[float] = typer.Option(None, min=0.0, help="Langevin noise temperature (default: the card's)."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -290,7 +291,8 @@ def eval_separate_cmd(
         task = progress.add_task("separate", total=None, info="")
         res = evaluate_separation(model, data, steps=steps, split=split, clips=clips, seconds=seconds,
                                   backend=backend, seed=seed, progress=progress_cb(progress, task),
-                                  langevin={"space": space} if space else None)
+                                  langevin={k: v for k, v in (("space", space), ("temperature", temperature))
+                                            if v is not None})
     print_separation(res)
     if label:
         store(resolve_model(model), label, res)

@@ -40,3 +40,16 @@ def test_seed_kl_term_gives_the_encoder_prior_gradients(tiny_priors):
     g = sum(float(p.grad.abs().sum()) for p in enc.masks.parameters())
     assert g > 0
     assert all(p.grad is None for pr in priors for p in pr.parameters())
+
+
+def test_shipped_toy4_mask_langevin_improves_on_the_encoder(tmp_path):
+    from rtsep.datasets.toy4 import make_toy4
+
+    make_toy4(tmp_path, clips=80, seconds=1.0, sample_rate=16000, seed=78)  # 8 held-out 1 s test clips
+    res = evaluate_separation(MODELS_DIR / "toy4", tmp_path, steps=16, clips=8,
+                              langevin={"space": "mask", "temperature": 0.0})
+    enc, ref = res["table"]["encoder"], res["table"]["encoder+langevin16"]
+    gains = {s: ref[s]["si_sdri_median"] - enc[s]["si_sdri_median"] for s in enc}
+    # measured here: saw +3.2, square +3.8 dB; sine -10.8, triangle -13.9 dB, because where the
+    # encoder confuses sine and triangle the chain deepens the swap (README, Limitations)
+    assert gains["saw"] > 1.5 and gains["square"] > 1.5, gains
