@@ -75,9 +75,12 @@ class Separator:
             be = OnnxBackend(model_dir, provider=provider, threads=threads)
         else:
             raise BundleError(f"unknown backend {backend!r} (torch or onnx)")
-        lcfg = LangevinConfig(**card.get("langevin", {}))
-        if space is not None:
-            lcfg = replace(lcfg, space=space)
+        try:
+            lcfg = LangevinConfig(**card.get("langevin", {}))
+            if space is not None:
+                lcfg = replace(lcfg, space=space)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{model_dir}: bad Langevin settings ({exc})") from None
         run = RunConfig(steps=lcfg.steps if steps is None else steps, samples=samples, seed=seed,
                         geometry=geometry or BlockGeometry(), langevin=lcfg)
         return cls(be, run)

@@ -23,3 +23,9 @@ def test_onnx_engine_matches_torch_engine(random_model, tmp_path):
     b = Separator.load(model, backend="onnx", provider="cpu", steps=2, seed=3, geometry=geom).separate(x, 16000)
     assert np.abs(a - b).max() < 1e-3
     assert np.abs(b.sum(axis=0) - x).max() < 1e-5
+    # the mask-space chain takes its scores from the same step graph
+    a = Separator.load(model, backend="torch", steps=2, seed=3, geometry=geom, space="mask").separate(x, 16000)
+    b = Separator.load(model, backend="onnx", provider="cpu", steps=2, seed=3, geometry=geom,
+                       space="mask").separate(x, 16000)
+    assert np.abs(a - b).max() < 1e-3
+    assert np.abs(b.sum(axis=0) - x).max() < 1e-5
