@@ -273,6 +273,8 @@ def eval_separate_cmd(
     steps: int = typer.Option(4, min=0, help="Langevin steps after the encoder."),
     space: Optional[str] = typer.Option(None, help=SPACE_HELP),
     temperature: Optional[float] = typer.Option(None, min=0.0, help="Langevin noise temperature (default: the card's)."),
+    sigma_start: Optional[float] = typer.Option(None, min=1e-6, help="First annealing level (default: the card's)."),
+    sigma_end: Optional[float] = typer.Option(None, min=1e-6, help="Last annealing level (default: the card's)."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -291,7 +293,8 @@ def eval_separate_cmd(
         task = progress.add_task("separate", total=None, info="")
         res = evaluate_separation(model, data, steps=steps, split=split, clips=clips, seconds=seconds,
                                   backend=backend, seed=seed, progress=progress_cb(progress, task),
-                                  langevin={k: v for k, v in (("space", space), ("temperature", temperature))
+                                  langevin={k: v for k, v in (("space", space), ("temperature", temperature),
+                                                              ("sigma_start", sigma_start), ("sigma_end", sigma_end))
                                             if v is not None})
     print_separation(res)
     if label:

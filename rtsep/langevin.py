@@ -134,11 +134,15 @@ def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.nda
     """The priors' scores through a chain runner: one step with eta 1 and nothing else returns
     x + score, so every backend's step graph (torch eager or ONNX) also serves the mask chain."""
 
+    fixed: dict[tuple[int, ...], tuple] = {}  # the step's constant inputs, made once per shape
+
     def scores(x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         b, n, t = x.shape
-        zeros = np.zeros(b, np.float32)
-        st = Step(sigma.astype(np.float32), np.ones(b, np.float32), zeros, zeros, np.zeros((b, n, t), np.float32))
-        return run(x, np.zeros((b, 1, t), np.float32), [st]) - x
+        if x.shape not in fixed:
+            zeros = np.zeros(b, np.float32)
+            fixed[x.shape] = (np.ones(b, np.float32), zeros, np.zeros((b, n, t), np.float32), np.zeros((b, 1, t), np.float32))
+        ones, zeros, noise, mix = fixed[x.shape]
+        return run(x, mix, [Step(sigma.astype(np.float32), ones, zeros, zeros, noise)]) - x
 
     return scores
 
@@ -146,12 +150,12 @@ def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.nda
 def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
                  cfg: LangevinConfig, rng: np.random.Generator) -> np.ndarray:
     """`refine` in mask space; the span is zero-padded to a multiple of the STFT hop and cropped back."""
-    from .mask_langevin import NumpySTFT, mask_chain
+    from .mask_langevin import mask_chain, numpy_stft
 
     b, n, t = x0.shape
     pad = -t % cfg.hop
     mix2 = np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)])
     x = np.pad(x0, [(0, 0), (0, 0), (0, pad)])
     out = mask_chain(x, mix2, scores_from_steps(run), cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng,
-                     NumpySTFT(cfg.n_fft, cfg.hop))
+                     numpy_stft(cfg.n_fft, cfg.hop))
     return out[..., :t]

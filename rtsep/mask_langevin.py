@@ -26,6 +26,7 @@ swap; on music4 it lowers SI-SDR too, because those priors do not prefer the tru
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -41,6 +42,7 @@ class NumpySTFT:
         if n_fft % (2 * hop):
             raise ValueError(f"hop {hop} must divide n_fft / 2 = {n_fft // 2}")
         self.n_fft, self.hop, self.pad = n_fft, hop, (n_fft - hop) // 2
+        self._overlaps: dict[int, np.ndarray] = {}  # window-square sum per frame count: every step reuses it
         self.win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft))
         c = np.full(n_fft // 2 + 1, 2.0)
         c[0] = c[-1] = 1.0
@@ -63,7 +65,9 @@ class NumpySTFT:
         return out[..., self.pad : self.pad + n_frames * self.hop]
 
     def _overlap(self, n_frames: int) -> np.ndarray:
-        return self._overlap_add(np.broadcast_to(self.win**2, (n_frames, self.n_fft)))
+        if n_frames not in self._overlaps:
+            self._overlaps[n_frames] = self._overlap_add(np.broadcast_to(self.win**2, (n_frames, self.n_fft)))
+        return self._overlaps[n_frames]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (..., T), T % hop == 0 -> complex spectrum (..., T / hop, bins)."""
@@ -78,6 +82,12 @@ class NumpySTFT:
     def inverse_adjoint(self, g: np.ndarray) -> np.ndarray:
         """The gradient of <g, inverse(Y)> in (Re Y, Im Y), as a complex array (..., T / hop, bins)."""
         return np.fft.rfft(self._frames(g / self._overlap(g.shape[-1] // self.hop)), axis=-1) * self.c
+
+
+@functools.lru_cache(maxsize=8)
+def numpy_stft(n_fft: int, hop: int) -> NumpySTFT:
+    """One NumpySTFT per frame shape, shared by every block of every stream (its overlap cache too)."""
+    return NumpySTFT(n_fft, hop)
 
 
 def softmax(theta: np.ndarray, axis: int) -> np.ndarray:

@@ -77,10 +77,10 @@ class Separator:
             raise BundleError(f"unknown backend {backend!r} (torch or onnx)")
         try:
             lcfg = LangevinConfig(**card.get("langevin", {}))
-            if space is not None:
-                lcfg = replace(lcfg, space=space)
         except (TypeError, ValueError) as exc:
-            raise BundleError(f"{model_dir}: bad Langevin settings ({exc})") from None
+            raise BundleError(f"{model_dir}: bad Langevin settings in card.json ({exc})") from None
+        if space is not None:
+            lcfg = replace(lcfg, space=space)  # ValueError names an unknown space
         run = RunConfig(steps=lcfg.steps if steps is None else steps, samples=samples, seed=seed,
                         geometry=geometry or BlockGeometry(), langevin=lcfg)
         return cls(be, run)
