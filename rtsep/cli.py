@@ -97,7 +97,8 @@ def data_music4(
     seconds: float = typer.Option(4.0, min=0.5, help="Clip length in seconds."),
     sample_rate: int = typer.Option(16000, min=8000, max=192000, help="Sample rate in Hz."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
-    soundfont: Optional[Path] = typer.Option(None, help="GM soundfont (default FluidR3_GM)."),
+    soundfont: Optional[Path] = typer.Option(None, help="GM soundfont (default FluidR3_GM; MuseScore General with --heldout)."),
+    heldout: bool = typer.Option(False, "--heldout", help="Only a test split of CLIPS clips, for evaluation (default soundfont MuseScore General)."),
 ) -> None:
     """Random MIDI songs rendered per stem with FluidSynth: bass, drums, guitar, piano."""
     from .datasets.music4 import make_music4
@@ -106,7 +107,7 @@ def data_music4(
     with bar() as progress:
         task = progress.add_task("music4", total=None, info="")
         m = make_music4(out_dir, clips, seconds, sample_rate, seed, soundfont=soundfont,
-                        progress=progress_cb(progress, task))
+                        progress=progress_cb(progress, task), heldout=heldout)
     out.print(f"wrote music4 {m['splits']} to {out_dir}")
 
 
@@ -210,6 +211,7 @@ def train_encoder_cmd(
     kl_sigma_start: float = typer.Option(0.3, help="Initial KL noise level, annealed down to --kl-sigma (0: off)."),
     active_start: float = typer.Option(1.0, min=0.0, max=1.0, help="Initial chance a source plays in a mixture (annealed to 1)."),
     noise_floor: float = typer.Option(1e-3, min=0.0, help="Smallest std of q (seed objective): no estimate is exactly silent."),
+    assign: str = typer.Option("fixed", help="fixed (head k is source k) or prior (each example's heads matched to the priors)."),
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
@@ -224,6 +226,8 @@ def train_encoder_cmd(
     from .nn.encoder import EncoderConfig
     from .train.encoder import EncoderTraining, train_encoder
 
+    if assign not in ("fixed", "prior"):
+        fail(f"unknown --assign {assign!r} (fixed or prior)")
     if front not in ("learned", "stft"):
         fail(f"unknown --front {front!r} (learned or stft)")
     if front == "stft" and n_fft % (2 * stride):
@@ -235,7 +239,7 @@ def train_encoder_cmd(
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
                          kl_sigma_start=kl_sigma_start or None, active_start=active_start,
-                         noise_floor=noise_floor)
+                         noise_floor=noise_floor, assign=assign)
     entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")
@@ -391,6 +395,7 @@ def bench_cmd(
     engines: str = typer.Option("torch,onnx", help="Backends to compare."),
     seconds: float = typer.Option(4.0, min=0.5, help="Audio per stream and setting."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads per backend."),
+    space: Optional[str] = typer.Option(None, help=SPACE_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json"),
 ) -> None:
     """Real-time factor and block latency (p50/p99/max) with the live geometry, torch vs ONNX Runtime."""
@@ -401,10 +406,12 @@ def bench_cmd(
     from .langevin import LangevinConfig
     from .separator import resolve_model
 
+    check_space(space)
     model_dir = resolve_model(model)
-    lcfg = LangevinConfig(**read_card(model_dir).get("langevin", {}))
+    lcfg = LangevinConfig(**{**read_card(model_dir).get("langevin", {}), **({"space": space} if space else {})})
     records = []
-    table = Table(title=f"rtsep bench: {model_dir.name}, hop {LIVE_GEOMETRY.hop}, {streams} stream(s)", title_justify="left")
+    table = Table(title=f"rtsep bench: {model_dir.name}, hop {LIVE_GEOMETRY.hop}, {streams} stream(s), "
+                        f"{lcfg.space}-space Langevin", title_justify="left")
     for col in ("engine", "provider", "steps", "RTF", "p50 ms", "p99 ms", "max ms", "latency ms"):
         table.add_column(col, justify="right")
     for engine in engines.split(","):
@@ -422,7 +429,8 @@ def bench_cmd(
         g = LIVE_GEOMETRY
         geometry = live_geometry(g.hop, g.context, g.lookahead, g.crossfade, be.stride)
         for k in (int(s) for s in steps.split(",")):
-            r = {"engine": engine, "provider": prov, **bench_engine(be, lcfg, geometry, k, streams, seconds)}
+            r = {"engine": engine, "provider": prov, "space": lcfg.space,
+                 **bench_engine(be, lcfg, geometry, k, streams, seconds)}
             records.append(r)
             table.add_row(engine, prov, str(k), f"{r['rtf']:.3f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
                           f"{r['max_ms']:.1f}", f"{r['latency_ms']:.0f}")

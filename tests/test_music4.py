@@ -109,6 +109,21 @@ def test_musescore_soundfont_refused(tmp_path: Path) -> None:
     font.write_bytes(b"RIFF\0\0\0\0sfbk")
     with pytest.raises(DataError, match="held-out"):
         make_music4(tmp_path / "x", 1, 0.5, SR, seed=0, soundfont=font)
+    link = tmp_path / "default-GM.sf2"  # Debian points default-GM.sf3 at MuseScore once it is installed
+    link.symlink_to(font)
+    with pytest.raises(DataError, match="held-out"):
+        make_music4(tmp_path / "x", 1, 0.5, SR, seed=0, soundfont=link)
+    assert not (tmp_path / "x").exists()
+
+
+@needs_fluidsynth
+def test_heldout_set_has_only_a_test_split(tmp_path: Path) -> None:
+    if not Path(music4.TRAIN_SOUNDFONTS[0]).is_file():
+        pytest.skip("FluidR3_GM not installed")
+    m = make_music4(tmp_path / "x", 1, 0.5, SR, seed=0, soundfont=Path(music4.TRAIN_SOUNDFONTS[0]), heldout=True)
+    assert m["heldout"] is True and m["splits"] == {"test": 1}
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["manifest.json", "test"]
+    assert len(list((tmp_path / "x" / "test" / "piano").glob("*.wav"))) == 1
 
 
 @needs_fluidsynth

@@ -20,13 +20,15 @@ import mido
 import numpy as np
 import soundfile as sf
 
-from rtsep.datasets.common import SPLITS, split_counts, split_seed, write_manifest, write_wav_atomic
+from rtsep.datasets.common import split_counts, split_seed, write_manifest, write_wav_atomic
 from rtsep.errors import DataError
 
 SOURCES = ("bass", "drums", "guitar", "piano")
 # Never add MuseScore General here: it is reserved for held-out evaluation.
 TRAIN_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2",)
 INSTALL_HINT = "apt-get install fluidsynth fluid-soundfont-gm"
+HELDOUT_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
+HELDOUT_HINT = "apt-get install fluidsynth musescore-general-soundfont"
 
 TICKS = 480  # MIDI ticks per beat
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -219,21 +221,25 @@ def _song(rng: np.random.Generator, seconds: float) -> tuple[dict[str, tuple[lis
     return parts, bpm, beats
 
 
-def _find_soundfont(soundfont: Path | None) -> Path:
-    """The soundfont to train with; refuses MuseScore General, which is kept for held-out evaluation."""
+def _find_soundfont(soundfont: Path | None, heldout: bool = False) -> Path:
+    """The soundfont to render with. Training sets refuse MuseScore General (also behind a link such
+    as default-GM.sf3), which is kept for held-out evaluation; held-out sets default to it."""
+    hint = HELDOUT_HINT if heldout else INSTALL_HINT
     if shutil.which("fluidsynth") is None:
-        raise DataError(f"fluidsynth is not installed; run: {INSTALL_HINT}")
-    candidates = [Path(soundfont)] if soundfont is not None else [Path(p) for p in TRAIN_SOUNDFONTS]
+        raise DataError(f"fluidsynth is not installed; run: {hint}")
+    default = [HELDOUT_SOUNDFONT] if heldout else TRAIN_SOUNDFONTS
+    candidates = [Path(soundfont)] if soundfont is not None else [Path(p) for p in default]
     for path in candidates:
-        if "musescore" in path.name.lower():
-            raise DataError(f"soundfont {path.name} is reserved for held-out evaluation; use FluidR3_GM")
+        if not heldout and "musescore" in path.resolve().name.lower():
+            raise DataError(f"soundfont {path.name} is MuseScore General, reserved for held-out evaluation "
+                            "(rtsep data music4 --heldout); train with FluidR3_GM")
         if path.is_file():
             with open(path, "rb") as f:
                 head = f.read(12)
             if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
-                raise DataError(f"{path} is not a SoundFont (.sf2) file; run: {INSTALL_HINT}")
+                raise DataError(f"{path} is not a SoundFont (.sf2/.sf3) file; run: {hint}")
             return path
-    raise DataError(f"soundfont {candidates[0]} not found; run: {INSTALL_HINT}")
+    raise DataError(f"soundfont {candidates[0]} not found; run: {hint}")
 
 
 def _render(midi: Path, wav: Path, soundfont: Path, sample_rate: int, timeout: float) -> np.ndarray:
@@ -257,20 +263,22 @@ def _render(midi: Path, wav: Path, soundfont: Path, sample_rate: int, timeout: f
 
 
 def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: int,
-                soundfont: Path | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+                soundfont: Path | None = None, progress: Callable[[int, int], None] | None = None,
+                heldout: bool = False) -> dict:
     """Write OUT/<split>/<source>/<i:05d>.wav for every split and return the manifest.
 
     Each stem is peak-normalised to 0.9 times a random gain in [0.5, 1], so the source balance
-    varies between clips as it does in real mixes.
+    varies between clips as it does in real mixes. `heldout`: only a test split of `clips` clips,
+    rendered by default with MuseScore General, a soundfont no model here was trained or tuned on.
     """
     if clips < 1 or seconds <= 0 or sample_rate <= 0:
         raise DataError(f"music4 needs clips >= 1, seconds > 0, sample_rate > 0; got {clips}, {seconds}, {sample_rate}")
-    out, font = Path(out), _find_soundfont(soundfont)
-    counts = split_counts(clips)
+    out, font = Path(out), _find_soundfont(soundfont, heldout)
+    counts = {"test": clips} if heldout else split_counts(clips)
     total, done, n = sum(counts.values()), 0, round(seconds * sample_rate)
     timeout = 60.0 + 10.0 * seconds
     with tempfile.TemporaryDirectory(prefix="music4-") as tmp, ThreadPoolExecutor(max_workers=2) as pool:
-        for split in SPLITS:
+        for split in counts:
             rng = np.random.default_rng(split_seed(seed, split))
             for i in range(counts[split]):
                 parts, bpm, beats = _song(rng, seconds)
@@ -293,7 +301,8 @@ def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: i
                     progress(done, total)
     manifest = {
         "name": "music4", "sources": list(SOURCES), "sample_rate": int(sample_rate), "seconds": float(seconds),
-        "seed": int(seed), "soundfont": font.name, "splits": counts, "generator": "rtsep.datasets.music4",
+        "seed": int(seed), "soundfont": font.resolve().name, "splits": counts, "generator": "rtsep.datasets.music4",
+        **({"heldout": True} if heldout else {}),
     }
     write_manifest(out, manifest)
     return manifest
