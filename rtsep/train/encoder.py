@@ -12,7 +12,6 @@ excerpts that were mixed, as a comparison.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -56,10 +55,6 @@ class EncoderTraining:
     noise_floor: float = 1e-3
     """Smallest std of q (seed objective): an estimate is never exactly silent, so a level-normalised
     prior sees a silent estimate as loud white noise (see `FlowPrior.shape_log_prob_sum`)."""
-    assign: str = "fixed"
-    """"fixed": head k is source k. "prior": each example's heads are matched to the priors by the
-    permutation that maximises sum_k log p_k (no stems used), so a head may hold any source while
-    training and the priors label it; separation then needs the same matching (`match_to_priors`)."""
     checkpoint_every: int = 50
 
     def active_at(self, step: int) -> float:
@@ -123,30 +118,10 @@ def seed_kl(priors: list, mean: torch.Tensor, log_scale: torch.Tensor, sigma: fl
     return (log_q - log_p).mean(dim=0), log_p.mean(dim=0), s_hat
 
 
-def match_to_priors(priors: list, x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, N) estimate index per prior: the permutation of x's N estimates (B, N, T) that maximises
-    sum_k log p_k(x_perm[k]) per example (level-normalised `shape_log_prob_sum`)."""
-    b, n, t = x.shape
-    with torch.no_grad():
-        flat = x.reshape(b * n, 1, t)
-        cross = torch.stack([p.shape_log_prob_sum(flat, sigma).reshape(b, n) for p in priors], dim=2)  # (B, est, prior)
-        perms = torch.tensor(list(itertools.permutations(range(n))))  # (P, N): estimate for prior j
-        total = cross[:, perms, torch.arange(n)].sum(dim=-1)  # (B, P)
-        return perms[total.argmax(dim=1)]
-
-
-def reorder(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (B, N, T) with sources taken in the order idx (B, N)."""
-    return x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[-1]))
-
-
-def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float, floor: float = 0.0,
-              assign: str = "fixed") -> tuple[torch.Tensor, dict]:
+def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float, floor: float = 0.0
+              ) -> tuple[torch.Tensor, dict]:
     """Seed objective in nats per sample: KL terms per source (`seed_kl`) plus the mixture term."""
     mean, log_scale = enc(mix)
-    if assign == "prior":
-        idx = match_to_priors(priors, mean, sigma)
-        mean, log_scale = reorder(mean, idx), reorder(log_scale, idx)
     kl, _, s_hat = seed_kl(priors, mean, log_scale, sigma, floor)
     mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * gamma**2 * mix.shape[-1])
     loss = kl.sum() + mix_term
@@ -210,7 +185,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
             mix, src = mixture_batch(rng, sets, tr, tr.active_at(step))
             if tr.objective == "seed":
-                loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step), floor=tr.noise_floor, assign=tr.assign)
+                loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step), floor=tr.noise_floor)
             else:
                 loss, parts = supervised_loss(enc, mix, src)
             opt.zero_grad(set_to_none=True)
