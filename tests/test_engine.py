@@ -88,3 +88,21 @@ def test_live_geometry_is_valid_for_any_accepted_block_sizes(hop, context, looka
     g = live_geometry(hop, context, lookahead, crossfade, stride=stride)
     g.check(stride)  # raises on a span that is not a multiple of the stride
     assert crossfade <= g.langevin_lookahead <= lookahead and g.langevin_context <= context
+
+
+def test_bench_measures_the_mask_chain_and_rejects_a_bad_space(random_model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rtsep.cli import app
+
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(app, ["bench", "--model", str(random_model), "--engines", "torch", "--steps", "0,1",
+                                 "--seconds", "0.5", "--threads", "1", "--space", "mask", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    records = json.loads(out.read_text())
+    assert [(x["space"], x["steps"]) for x in records] == [("mask", 0), ("mask", 1)]
+    assert all(x["rtf"] > 0 and x["blocks"] > 0 for x in records)
+    r = CliRunner().invoke(app, ["bench", "--model", str(random_model), "--space", "latent"])
+    assert r.exit_code != 0 and "unknown --space 'latent'" in r.output and "Traceback" not in r.output
