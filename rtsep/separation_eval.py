@@ -59,7 +59,7 @@ def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: st
         table[key] = {src_name: {"si_sdr_median": float(np.median(sd[:, k])), "si_sdr_mean": float(np.mean(sd[:, k])),
                                  "si_sdri_median": float(np.median(si[:, k])), "si_sdri_mean": float(np.mean(si[:, k]))}
                       for k, src_name in enumerate(sources)}
-    result = {"sources": list(sources), "steps": steps, "clips": int(len(src)), "seconds": src.shape[-1] / sep_k.sample_rate,
+    result = {"model": str(model), "sources": list(sources), "steps": steps, "clips": int(len(src)), "seconds": src.shape[-1] / sep_k.sample_rate,
               "data": str(data), "split": split, "backend": backend, "seed": seed, "table": table,
               "langevin": {**sep_k.run.langevin.__dict__, "steps": steps}}
     return result

@@ -63,7 +63,9 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
         rows = [[k, *[f"{v[s]['si_sdri_median']:+.1f} ({v[s]['si_sdri_mean']:+.1f})" for s in res["sources"]]]
                 for k, v in res["table"].items()]
         out.append(fmt_table(["estimate", *res["sources"]], rows))
-        out += ["", f"Command: `rtsep eval separate {model_dir} --data {res['data']} --steps {res['steps']}`", ""]
+        secs = f" --seconds {res['seconds']:g}" if res.get("model") else ""  # results stored since session 5
+        out += ["", f"Command: `rtsep eval separate {res.get('model', model_dir)} --data {res['data']} --steps {res['steps']}"
+                f" --clips {res['clips']}{secs}`", ""]
     if card.get("langevin"):
         out += ["## Langevin defaults", "", "`" + json.dumps(card["langevin"]) + "`", ""]
     if card.get("notes"):
