@@ -124,6 +124,12 @@ def test_heldout_set_has_only_a_test_split(tmp_path: Path) -> None:
     assert m["heldout"] is True and m["splits"] == {"test": 1}
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["manifest.json", "test"]
     assert len(list((tmp_path / "x" / "test" / "piano").glob("*.wav"))) == 1
+    from rtsep.datasets.folder import SourceSet
+
+    assert len(SourceSet.load(tmp_path / "x", "piano", SR, "test").clips) == 1
+    for split in ("train", "valid"):  # never trained or tuned on
+        with pytest.raises(DataError, match="held-out evaluation set"):
+            SourceSet.load(tmp_path / "x", "piano", SR, split)
 
 
 @needs_fluidsynth

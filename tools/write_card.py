@@ -63,9 +63,8 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
         rows = [[k, *[f"{v[s]['si_sdri_median']:+.1f} ({v[s]['si_sdri_mean']:+.1f})" for s in res["sources"]]]
                 for k, v in res["table"].items()]
         out.append(fmt_table(["estimate", *res["sources"]], rows))
-        secs = f" --seconds {res['seconds']:g}" if res.get("model") else ""  # results stored since session 5
         out += ["", f"Command: `rtsep eval separate {res.get('model', model_dir)} --data {res['data']} --steps {res['steps']}"
-                f" --clips {res['clips']}{secs}`", ""]
+                f" --clips {res['clips']} --seconds {res['seconds']:g}`", ""]
     if card.get("langevin"):
         out += ["## Langevin defaults", "", "`" + json.dumps(card["langevin"]) + "`", ""]
     if card.get("notes"):

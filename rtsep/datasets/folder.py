@@ -6,6 +6,8 @@ by summing random excerpts of independent sources, so no paired stems are needed
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,20 @@ from ..errors import DataError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 
+def _is_heldout(data: Path) -> bool:
+    try:
+        return bool(json.loads((data / "manifest.json").read_text()).get("heldout"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def resolve_split(data: Path, split: str | None) -> Path:
     """DIR/<split> when it exists (generated sets), else DIR itself (a user's folder)."""
     if not data.is_dir():
         raise DataError(f"data folder not found: {data}")
+    if split in ("train", "valid") and _is_heldout(data):
+        raise DataError(f"{data} is a held-out evaluation set (rtsep data music4 --heldout): it has only a test "
+                        "split, for `rtsep eval`, and must not be trained or tuned on")
     if split and (data / split).is_dir():
         return data / split
     return data
