@@ -405,7 +405,7 @@ def bench_cmd(
 
     check_space(space)
     model_dir = resolve_model(model)
-    lcfg = LangevinConfig(**{**read_card(model_dir).get("langevin", {}), **({"space": space} if space else {})})
+    lcfg = LangevinConfig.from_card(read_card(model_dir), model_dir, **({"space": space} if space else {}))
     records = []
     table = Table(title=f"rtsep bench: {model_dir.name}, hop {LIVE_GEOMETRY.hop}, {streams} stream(s), "
                         f"{lcfg.space}-space Langevin", title_justify="left")

@@ -355,8 +355,7 @@ def export_bundle(model_dir: Path, out: Path | None = None, window: int = WINDOW
 
     model_dir = Path(model_dir)
     card, encoder, priors = load_models(model_dir, priors_only=priors_only)
-    langevin = LangevinConfig(**{k: v for k, v in card.get("langevin", {}).items()
-                                 if k in LangevinConfig.__dataclass_fields__})
+    langevin = LangevinConfig.from_card(card, model_dir)
     out = model_dir / "onnx" if out is None else Path(out)
     multiple = math.lcm(*(p.cfg.squeeze for p in priors.values()), *([encoder.cfg.stride] if encoder else []))
     if window < 2 * multiple or window % multiple:

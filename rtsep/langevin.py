@@ -16,10 +16,13 @@ between steps). Every step has the same form, so one graph serves the whole chai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from .errors import BundleError
 
 SPACES = ("signal", "mask")
 ScoreFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
@@ -59,6 +62,16 @@ class LangevinConfig:
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"unknown Langevin space {self.space!r} ({' or '.join(SPACES)})")
+
+    @classmethod
+    def from_card(cls, card: dict, model_dir: Path | str, **overrides) -> "LangevinConfig":
+        """The card's "langevin" section with `overrides` applied: the one parse every command uses,
+        so a bad card is the same one-line BundleError everywhere (an unknown override is a ValueError)."""
+        try:
+            cfg = cls(**card.get("langevin", {}))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{model_dir}: bad Langevin settings in card.json ({exc})") from None
+        return replace(cfg, **overrides) if overrides else cfg
 
     def sigmas(self) -> np.ndarray:
         if self.steps <= 0:

@@ -45,7 +45,7 @@ def evaluate_priors(model_dir: Path, data: Path, split: str = "test", clips: int
     if sigmas is None:  # the levels the sampler visits (card "langevin", K = 4; K = 2 and 1 use a subset)
         from .langevin import LangevinConfig
 
-        lcfg = LangevinConfig(**{**card.get("langevin", {}), "steps": 4})
+        lcfg = LangevinConfig.from_card(card, model_dir, steps=4)
         sigmas = [float(s) for s in lcfg.sigmas()]
     sets = {s: SourceSet.load(data, s, sr, split) for s in sources}
     seg = segment - segment % 16

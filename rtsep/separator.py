@@ -75,12 +75,7 @@ class Separator:
             be = OnnxBackend(model_dir, provider=provider, threads=threads)
         else:
             raise BundleError(f"unknown backend {backend!r} (torch or onnx)")
-        try:
-            lcfg = LangevinConfig(**card.get("langevin", {}))
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{model_dir}: bad Langevin settings in card.json ({exc})") from None
-        if space is not None:
-            lcfg = replace(lcfg, space=space)  # ValueError names an unknown space
+        lcfg = LangevinConfig.from_card(card, model_dir, **({"space": space} if space is not None else {}))
         run = RunConfig(steps=lcfg.steps if steps is None else steps, samples=samples, seed=seed,
                         geometry=geometry or BlockGeometry(), langevin=lcfg)
         return cls(be, run)

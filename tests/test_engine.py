@@ -106,3 +106,27 @@ def test_bench_measures_the_mask_chain_and_rejects_a_bad_space(random_model, tmp
     assert all(x["rtf"] > 0 and x["blocks"] > 0 for x in records)
     r = CliRunner().invoke(app, ["bench", "--model", str(random_model), "--space", "latent"])
     assert r.exit_code != 0 and "unknown --space 'latent'" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("bad", [{"space": "latent"}, {"stepz": 2}])
+def test_bad_langevin_card_is_one_line_for_every_command(random_model, tmp_path, bad):
+    """Every command reads a card's Langevin section through `LangevinConfig.from_card`."""
+    import shutil
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from rtsep.card import update_card
+    from rtsep.cli import app
+
+    model = tmp_path / "model"
+    shutil.copytree(random_model, model)
+    update_card(model, "langevin", value=bad)
+    sf.write(tmp_path / "m.wav", np.zeros(1000, np.float32), 16000)
+    for args in (["file", str(tmp_path / "m.wav"), "-o", str(tmp_path / "out"), "--model", str(model)],
+                 ["bench", "--model", str(model), "--engines", "torch", "--seconds", "0.5"]):
+        r = CliRunner().invoke(app, args)
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert r.exit_code != 0 and len(lines) == 1 and "bad Langevin settings in card.json" in lines[0], r.output
+        assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert not (tmp_path / "out").exists()
