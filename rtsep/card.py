@@ -10,8 +10,15 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer at a time is then the user's job
+    fcntl = None
 
 from .errors import BundleError
 
@@ -37,19 +44,37 @@ def write_card(model_dir: Path, card: dict[str, Any]) -> None:
     """Atomically replace MODEL_DIR/card.json."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".{CARD}.tmp"
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, model_dir / CARD)
+    fd, tmp = tempfile.mkstemp(prefix=f".{CARD}.", suffix=".tmp", dir=model_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, model_dir / CARD)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def card_lock(model_dir: Path) -> Iterator[None]:
+    """Serialise read-modify-write of one card: the priors of a set are trained in parallel
+    processes, and an unlocked update would drop another process's section."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / f".{CARD}.lock", "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def update_card(model_dir: Path, *path: str, value: Any) -> dict[str, Any]:
     """Set card[path[0]][path[1]]... = value and write the card back."""
-    card = read_card(model_dir)
-    node = card
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = value
-    write_card(model_dir, card)
+    with card_lock(model_dir):
+        card = read_card(model_dir)
+        node = card
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+        write_card(model_dir, card)
     return card
 
 

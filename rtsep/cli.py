@@ -126,6 +126,7 @@ def train_prior_cmd(
     hidden: int = typer.Option(32, min=4, help="WaveNet channels in each coupling."),
     flows: int = typer.Option(6, min=1, help="Number of affine couplings."),
     layers: int = typer.Option(4, min=1, help="Dilated layers per coupling."),
+    mixing: str = typer.Option("lu", help="Channel mixing between couplings: lu (learned 1x1, Glow) or flip."),
     sample_rate: int = typer.Option(16000, min=8000),
     gain_min: float = typer.Option(0.5, help="Random gain augmentation, lower bound."),
     gain_max: float = typer.Option(1.0, help="Random gain augmentation, upper bound."),
@@ -139,7 +140,10 @@ def train_prior_cmd(
 
     if segment % 16:
         fail("--segment must be a multiple of 16")
-    cfg = PriorConfig(source=source, sample_rate=sample_rate, hidden=hidden, n_flows=flows, layers=layers)
+    if mixing not in ("lu", "flip"):
+        fail(f"--mixing must be lu or flip, not {mixing!r}")
+    cfg = PriorConfig(source=source, sample_rate=sample_rate, hidden=hidden, n_flows=flows, layers=layers,
+                      mixing=mixing)
     tr = PriorTraining(steps=steps, batch=batch, segment=segment, lr=lr, seed=seed, gain_min=gain_min, gain_max=gain_max)
     entry = train_prior(source, data, out_dir, cfg, tr, minutes=minutes)
     t = entry["training"]

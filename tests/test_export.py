@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_prior(source: str, seed: int) -> FlowPrior:
     torch.manual_seed(seed)
-    prior = FlowPrior(PriorConfig(source=source, hidden=8, n_flows=2, layers=2))
+    # Both channel mixings go through the exporter: flip (the first priors) and LU (Glow 1x1).
+    prior = FlowPrior(PriorConfig(source=source, hidden=8, n_flows=2, layers=2, mixing="lu" if seed % 2 else "flip"))
     for coupling in prior.couplings:  # the last layer starts at zero (identity): make it do something
         torch.nn.init.normal_(coupling.net.end.weight, std=0.1)
         torch.nn.init.normal_(coupling.net.end.bias, std=0.1)

@@ -1,13 +1,14 @@
 """The flow prior is a real bijection with an exact log-determinant, noise-conditioned."""
 
+import pytest
 import torch
 
 from rtsep.nn.flow import FlowPrior, PriorConfig, squeeze, unsqueeze
 
 
-def tiny_prior(seed: int = 0) -> FlowPrior:
+def tiny_prior(seed: int = 0, mixing: str = "flip") -> FlowPrior:
     torch.manual_seed(seed)
-    prior = FlowPrior(PriorConfig(source="x", squeeze=4, n_flows=3, hidden=8, layers=2))
+    prior = FlowPrior(PriorConfig(source="x", squeeze=4, n_flows=3, hidden=8, layers=2, mixing=mixing))
     prior.train()
     prior(torch.randn(4, 1, 64) * 0.5, 0.1)  # ActNorm data init
     # Perturb the zero-initialised output layers so the couplings are not the identity.
@@ -24,8 +25,9 @@ def test_squeeze_roundtrip():
     assert squeeze(x, 16)[0, 3, 1] == x[0, 0, 16 + 3]
 
 
-def test_flow_inverts():
-    prior = tiny_prior()
+@pytest.mark.parametrize("mixing", ["flip", "lu"])
+def test_flow_inverts(mixing):
+    prior = tiny_prior(mixing=mixing)
     x = torch.randn(3, 1, 128, dtype=torch.float64) * 0.5
     for sigma in (0.01, 0.3):
         z, _ = prior(x, sigma)
@@ -34,8 +36,9 @@ def test_flow_inverts():
         assert (z.flatten().sort().values - x.flatten().sort().values).abs().max() > 1e-2
 
 
-def test_logdet_matches_bruteforce_jacobian():
-    prior = tiny_prior(1)
+@pytest.mark.parametrize("mixing", ["flip", "lu"])
+def test_logdet_matches_bruteforce_jacobian(mixing):
+    prior = tiny_prior(1, mixing)
     x = torch.randn(1, 1, 16, dtype=torch.float64) * 0.5
     for sigma in (0.02, 0.2):
         _, logdet = prior(x, sigma)
@@ -90,3 +93,16 @@ def test_shape_log_prob_judges_shape_and_level_separately():
     prior.cfg.level = 0.0  # raw density: louder is a different (here much lower) density
     assert not torch.allclose(prior.shape_log_prob_sum(2 * x, 0.05) - prior.shape_log_prob_sum(x, 0.05),
                               torch.zeros(2, dtype=torch.float64))
+
+
+def test_lu_mixing_is_learned_and_old_cards_stay_flip():
+    """`lu` mixes channels with trainable weights; a card written before `mixing` existed loads as `flip`."""
+    prior = tiny_prior(4, "lu")
+    assert prior.mixers is not None and prior.mixers[0].log_s.requires_grad
+    w = prior.mixers[0].weight().detach()
+    assert (w - torch.diag(torch.diagonal(w))).abs().max() > 0.1  # not a permutation or a scaling
+    old = prior.cfg.to_dict()
+    del old["mixing"]
+    assert PriorConfig.from_dict(old).mixing == "flip"
+    with pytest.raises(ValueError, match="mixing"):
+        FlowPrior(PriorConfig(source="x", mixing="shuffle"))

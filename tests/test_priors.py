@@ -96,3 +96,24 @@ def test_prior_cli_errors_are_one_line(tiny_priors, toy_data, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error:"), r.output
     if case == "unknown_source":
         assert not (tmp_path / "o" / "card.json").exists()
+
+
+def _update_many(args) -> None:
+    from rtsep.card import update_card
+
+    model_dir, name = args
+    for i in range(40):
+        update_card(model_dir, "priors", name, value={"i": i})
+
+
+def test_parallel_prior_trainings_keep_each_others_card_sections(tmp_path):
+    """The documented recipe trains a set's priors in parallel processes into one model dir: every
+    process's section must survive the others' read-modify-write of card.json."""
+    import multiprocessing as mp
+
+    names = [f"s{k}" for k in range(4)]
+    with mp.get_context("fork").Pool(4) as pool:
+        pool.map(_update_many, [(tmp_path, n) for n in names])
+    card = read_card(tmp_path)
+    assert {n: card["priors"][n]["i"] for n in names} == {n: 39 for n in names}
+    assert not list(tmp_path.glob("*.tmp"))

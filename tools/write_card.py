@@ -31,7 +31,7 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
     rows = []
     for s, e in card.get("priors", {}).items():
         c, t = e["config"], e.get("training", {})
-        rows.append([s, f"{c['n_flows']} couplings, hidden {c['hidden']}, {c['layers']} layers, squeeze {c['squeeze']}",
+        rows.append([s, f"{c['n_flows']} couplings, hidden {c['hidden']}, {c['layers']} layers, squeeze {c['squeeze']}, mixing {c.get('mixing', 'flip')}",
                      str(t.get("steps_done")), f"{t.get('seconds', 0) / 60:.1f} min", t.get("machine", "?"),
                      str(t.get("valid_nll")), str(t.get("data"))])
     out.append(fmt_table(["source", "architecture", "steps", "train time", "hardware", "valid NLL (nats/sample)", "data"], rows))

@@ -30,6 +30,10 @@ class PriorConfig:
     layers: int = 4
     kernel: int = 3
     log_scale_clamp: float = 3.0
+    mixing: str = "flip"
+    """Channel mixing between couplings: `flip` (reverse the channels, the first priors) or `lu`
+    (a learned invertible 1x1 convolution, Glow's LU form). With `flip` a coupling can only ever
+    predict one fixed half of each squeezed frame from the other half."""
     sigma_min: float = 0.005
     sigma_max: float = 0.5
     sigmas: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.02, 0.01])
@@ -90,6 +94,39 @@ class ActNorm(nn.Module):
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return y * torch.exp(-self.log_scale) - self.loc
+
+
+class InvConv1x1(nn.Module):
+    """Learned channel mixing W = P L (U + diag(sign * exp(log_s))) (Glow, LU form).
+
+    log|det W| = sum(log_s) needs no determinant op, so the score graph exports to ONNX as a plain
+    1x1 convolution; P is a fixed permutation from a random orthogonal init."""
+
+    def __init__(self, channels: int, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        w = torch.linalg.qr(torch.randn(channels, channels, generator=g))[0]
+        p, lower, upper = torch.linalg.lu(w)
+        diag = torch.diagonal(upper)
+        self.register_buffer("perm", p)
+        self.register_buffer("sign", torch.sign(diag))
+        self.register_buffer("lmask", torch.tril(torch.ones(channels, channels), -1))
+        self.lower = nn.Parameter(lower * self.lmask)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_s = nn.Parameter(torch.log(diag.abs()))
+
+    def weight(self) -> torch.Tensor:
+        eye = torch.eye(self.perm.shape[0], dtype=self.perm.dtype, device=self.perm.device)
+        lower = self.lower * self.lmask + eye
+        upper = self.upper * self.lmask.T + torch.diag(self.sign * torch.exp(self.log_s))
+        return self.perm @ lower @ upper
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = F.conv1d(x, self.weight().unsqueeze(-1))
+        return y, (self.log_s.sum() * x.shape[2]).expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(y, torch.linalg.inv(self.weight()).unsqueeze(-1))
 
 
 class WaveNet(nn.Module):
@@ -154,6 +191,9 @@ class FlowPrior(nn.Module):
         c = cfg.squeeze
         self.norms = nn.ModuleList([ActNorm(c) for _ in range(cfg.n_flows)])
         self.couplings = nn.ModuleList([AffineCoupling(c, cfg) for _ in range(cfg.n_flows)])
+        if cfg.mixing not in ("flip", "lu"):
+            raise ValueError(f"unknown prior mixing {cfg.mixing!r} (flip or lu)")
+        self.mixers = nn.ModuleList([InvConv1x1(c, seed=i) for i in range(cfg.n_flows)]) if cfg.mixing == "lu" else None
 
     def _cond(self, sigma: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor:
         sigma_t = torch.as_tensor(sigma, dtype=z.dtype, device=z.device).reshape(-1, 1, 1)
@@ -164,20 +204,27 @@ class FlowPrior(nn.Module):
         z = squeeze(x, self.cfg.squeeze)
         cond = self._cond(sigma, z)
         logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for norm, coupling in zip(self.norms, self.couplings):
+        for i, (norm, coupling) in enumerate(zip(self.norms, self.couplings)):
             z, ld = norm(z)
             logdet = logdet + ld
+            if self.mixers is not None:
+                z, ld = self.mixers[i](z)
+                logdet = logdet + ld
             z, ld = coupling(z, cond)
             logdet = logdet + ld
-            z = z.flip(1)
+            if self.mixers is None:
+                z = z.flip(1)
         return z, logdet
 
     def inverse(self, z: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         cond = self._cond(sigma, z)
-        for norm, coupling in zip(reversed(self.norms), reversed(self.couplings)):
-            z = z.flip(1)
-            z = coupling.inverse(z, cond)
-            z = norm.inverse(z)
+        for i in reversed(range(len(self.couplings))):
+            if self.mixers is None:
+                z = z.flip(1)
+            z = self.couplings[i].inverse(z, cond)
+            if self.mixers is not None:
+                z = self.mixers[i].inverse(z)
+            z = self.norms[i].inverse(z)
         return unsqueeze(z, self.cfg.squeeze)
 
     def log_prob_sum(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
