@@ -2,15 +2,31 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
+#   bash tools/reproduce.sh music4-v2  (session 6 seed-objective experiment in runs/m4v2, after music4's data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2}
 OUT=${OUT:-models/$SET}
+if [ "$SET" = music4-v2 ]; then
+  # Bigger priors with learned 1x1 mixing (24 min each on one thread; run two at a time on two
+  # cores), the seed-objective encoder on them (23 min) and its evaluation with the mask chain.
+  OUT=runs/m4v2
+  for s in bass drums guitar piano; do
+    rtsep train prior --source "$s" --data data/music4 --out "$OUT" --flows 8 --hidden 48 --layers 5 --mixing lu \
+      --steps 2600 --minutes 24 --threads 1
+  done
+  rtsep eval priors "$OUT" --data data/music4-eval
+  rtsep train encoder "$OUT" --data data/music4 --objective seed --front stft --stride 256 --blocks 5 --steps 1500 \
+    --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1
+  rtsep eval separate "$OUT" --data data/music4-eval --steps 16 --space mask --sigma-start 0.05 --sigma-end 0.02 \
+    --temperature 0 --clips 20 --seconds 4
+  exit 0
+fi
 if [ "$SET" = music4-live ]; then
   # The live-size set: music4's encoder with smaller priors (K=4 in real time on one core).
   for s in bass drums guitar piano; do
     rtsep train prior --source "$s" --data data/music4 --out "$OUT" --steps 800 --hidden 16 --flows 4 --layers 3 \
-      --gain-min 0.5 --gain-max 1.0 --threads 1
+      --gain-min 0.5 --gain-max 1.0 --mixing flip --threads 1
   done
   python - "$OUT" <<'PY'
 import shutil, sys
@@ -38,7 +54,7 @@ esac
 [ -f "data/$SET/manifest.json" ] || rtsep data "$SET" "data/$SET" --clips $CLIPS --seconds $SECONDS_ --seed 0
 [ -f "data/$SET-eval/manifest.json" ] || rtsep data "$SET" "data/$SET-eval" --clips 400 --seconds $SECONDS_ --seed 99
 for s in $SOURCES; do
-  rtsep train prior --source "$s" --data "data/$SET" --out "$OUT" --steps $PRIOR_STEPS $GAIN
+  rtsep train prior --source "$s" --data "data/$SET" --out "$OUT" --steps $PRIOR_STEPS $GAIN --mixing flip
 done
 rtsep eval priors "$OUT" --data "data/$SET-eval" --json "$OUT/prior_eval.json" --plot "$OUT/prior_eval.png"
 # The shipped encoder is the supervised comparison (the seed objective's numbers are lower: README).

@@ -63,8 +63,11 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
         rows = [[k, *[f"{v[s]['si_sdri_median']:+.1f} ({v[s]['si_sdri_mean']:+.1f})" for s in res["sources"]]]
                 for k, v in res["table"].items()]
         out.append(fmt_table(["estimate", *res["sources"]], rows))
+        lv = res.get("langevin") or {}
+        chain = (f" --space {lv['space']} --sigma-start {lv['sigma_start']:g} --sigma-end {lv['sigma_end']:g}"
+                 f" --temperature {lv['temperature']:g}") if res["steps"] and "space" in lv else ""
         out += ["", f"Command: `rtsep eval separate {res.get('model', model_dir)} --data {res['data']} --steps {res['steps']}"
-                f" --clips {res['clips']} --seconds {res['seconds']:g}`", ""]
+                f"{chain} --clips {res['clips']} --seconds {res['seconds']:g}`", ""]
     if card.get("langevin"):
         out += ["## Langevin defaults", "", "`" + json.dumps(card["langevin"]) + "`", ""]
     if card.get("notes"):
