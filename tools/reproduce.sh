@@ -18,8 +18,10 @@ if [ "$SET" = music4-v2 ]; then
   rtsep eval priors "$OUT" --data data/music4-eval
   rtsep train encoder "$OUT" --data data/music4 --objective seed --front stft --stride 256 --blocks 5 --steps 1500 \
     --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1
-  rtsep eval separate "$OUT" --data data/music4-eval --steps 16 --space mask --sigma-start 0.05 --sigma-end 0.02 \
-    --temperature 0 --clips 20 --seconds 4
+  for start in 0.05 0.1; do
+    rtsep eval separate "$OUT" --data data/music4-eval --steps 16 --space mask --sigma-start $start --sigma-end 0.02 \
+      --temperature 0 --clips 20 --seconds 4
+  done
   exit 0
 fi
 if [ "$SET" = music4-live ]; then
