@@ -117,3 +117,25 @@ def test_parallel_prior_trainings_keep_each_others_card_sections(tmp_path):
     card = read_card(tmp_path)
     assert {n: card["priors"][n]["i"] for n in names} == {n: 39 for n in names}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_from_before_a_config_field_still_resumes(toy_data, tmp_path):
+    """A checkpoint written before `mixing` existed resumes as the flip prior it is, and refuses lu."""
+    import torch
+
+    from rtsep.errors import BundleError
+    from rtsep.nn.flow import PriorConfig
+    from rtsep.train.prior import PriorTraining, train_prior
+
+    cfg = PriorConfig(source="sine", squeeze=16, n_flows=2, hidden=8, layers=2, mixing="flip")
+    tr = PriorTraining(steps=2, batch=2, segment=1024, checkpoint_every=1)
+    train_prior("sine", toy_data, tmp_path, cfg, tr, show=False)
+    ckpt_path = prior_paths(tmp_path, "sine")[1]
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    del ckpt["config"]["mixing"]  # as written by rtsep before session 6
+    torch.save(ckpt, ckpt_path)
+    entry = train_prior("sine", toy_data, tmp_path, cfg, PriorTraining(steps=4, batch=2, segment=1024), show=False)
+    assert entry["training"]["steps_done"] == 4
+    with pytest.raises(BundleError, match="another config"):
+        train_prior("sine", toy_data, tmp_path, PriorConfig(**{**cfg.to_dict(), "mixing": "lu"}),
+                    PriorTraining(steps=6, batch=2, segment=1024), show=False)

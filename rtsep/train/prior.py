@@ -84,7 +84,8 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
     step, elapsed, history = 0, 0.0, []
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None:
-        if ckpt["config"] != cfg.to_dict():
+        # Normalised through PriorConfig so checkpoints from before a config field existed still resume.
+        if PriorConfig.from_dict(ckpt["config"]).to_dict() != cfg.to_dict():
             raise BundleError(f"checkpoint {ckpt_path} was made with another config; remove it to restart")
         prior.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
