@@ -133,15 +133,15 @@ def train_prior_cmd(
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
     """Train one source's noise-conditioned flow prior on that source alone."""
-    from .nn.flow import PriorConfig
+    from .nn.flow import MIXINGS, PriorConfig
 
     set_threads(threads)
     from .train.prior import PriorTraining, train_prior
 
     if segment % 16:
         fail("--segment must be a multiple of 16")
-    if mixing not in ("lu", "flip"):
-        fail(f"--mixing must be lu or flip, not {mixing!r}")
+    if mixing not in MIXINGS:
+        fail(f"--mixing must be {' or '.join(MIXINGS)}, not {mixing!r}")
     cfg = PriorConfig(source=source, sample_rate=sample_rate, hidden=hidden, n_flows=flows, layers=layers,
                       mixing=mixing)
     tr = PriorTraining(steps=steps, batch=batch, segment=segment, lr=lr, seed=seed, gain_min=gain_min, gain_max=gain_max)

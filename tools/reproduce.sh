@@ -2,11 +2,28 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2  (session 6 seed-objective experiment in runs/m4v2, after music4's data)
+#   bash tools/reproduce.sh music4-v2 | toy4-v2  (session 6 LU-prior experiments in runs/, after the sets' data
+#   and, for music4-v2, runs/music4-s05a1: README "Session 6")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|toy4-v2}
 OUT=${OUT:-models/$SET}
+# with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
+# objective gap and the chain of one model's encoder under another set's priors).
+with_encoder() {
+  python - "$@" <<'PY'
+import shutil, sys
+from pathlib import Path
+from rtsep.card import read_card, update_card
+pri, enc, out = map(Path, sys.argv[1:4])
+shutil.copytree(pri / "priors", out / "priors", dirs_exist_ok=True)
+shutil.copy(enc / "encoder.pt", out / "encoder.pt")
+for s, e in read_card(pri)["priors"].items():
+    update_card(out, "priors", s, value=e)
+update_card(out, "encoder", value=read_card(enc)["encoder"])
+update_card(out, "sample_rate", value=read_card(pri)["sample_rate"])
+PY
+}
 if [ "$SET" = music4-v2 ]; then
   # Bigger priors with learned 1x1 mixing (24 min each on one thread; run two at a time on two
   # cores), the seed-objective encoder on them (23 min) and its evaluation with the mask chain.
@@ -18,10 +35,39 @@ if [ "$SET" = music4-v2 ]; then
   rtsep eval priors "$OUT" --data data/music4-eval
   rtsep train encoder "$OUT" --data data/music4 --objective seed --front stft --stride 256 --blocks 5 --steps 1500 \
     --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1
+  CHAIN="--space mask --sigma-end 0.02 --temperature 0"
+  python tools/objective_gap.py "$OUT" --data data/music4-eval --sigma 0.02
   for start in 0.05 0.1; do
-    rtsep eval separate "$OUT" --data data/music4-eval --steps 16 --space mask --sigma-start $start --sigma-end 0.02 \
-      --temperature 0 --clips 20 --seconds 4
+    rtsep eval separate "$OUT" --data data/music4-eval --steps 16 $CHAIN --sigma-start $start --clips 20 --seconds 4
   done
+  rtsep eval separate "$OUT" --data data/music4-muse --steps 16 $CHAIN --sigma-start 0.05 --clips 20 --seconds 4
+  # The short-clip settings (6 clips of 2 s).
+  for args in "16 --sigma-start 0.05" "16 --sigma-start 0.1" "32 --sigma-start 0.05"; do
+    rtsep eval separate "$OUT" --data data/music4-eval --steps $args $CHAIN --clips 6 --seconds 2
+  done
+  rtsep eval separate "$OUT" --data data/music4-eval --steps 32 --space mask --sigma-start 0.05 --sigma-end 0.01 \
+    --temperature 0 --clips 6 --seconds 2
+  # The session-5 seed encoder under these priors (objective gap), the supervised encoder with the chain.
+  with_encoder "$OUT" runs/music4-s05a1 runs/m4v2-gap
+  for s in 0.01 0.02 0.05 0.1; do python tools/objective_gap.py runs/m4v2-gap --data data/music4-eval --sigma $s; done
+  with_encoder "$OUT" models/music4 runs/m4v2-sup
+  rtsep eval separate runs/m4v2-sup --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.05 --clips 6 --seconds 2
+  exit 0
+fi
+if [ "$SET" = toy4-v2 ]; then
+  # The same prior recipe on toy4 (10 min per prior on one thread) and a seed encoder on it (15 min).
+  OUT=runs/t4v2
+  for s in sine saw square triangle; do
+    rtsep train prior --source "$s" --data data/toy4 --out "$OUT" --flows 8 --hidden 48 --layers 5 --mixing lu \
+      --steps 1100 --minutes 10 --threads 1 --gain-min 0.7 --gain-max 1.0
+  done
+  rtsep eval priors "$OUT" --data data/toy4-eval
+  rtsep train encoder "$OUT" --data data/toy4 --objective seed --front stft --stride 256 --blocks 5 --steps 1000 \
+    --segment 8192 --kl-sigma-start 0.3 --kl-sigma 0.01 --gain-min 1 --gain-max 1 --minutes 20 --threads 1
+  rtsep eval separate "$OUT" --data data/toy4-eval --steps 0 --clips 20 --seconds 1
+  python tools/objective_gap.py "$OUT" --data data/toy4-eval --sigma 0.01
+  rtsep eval separate "$OUT" --data data/toy4-eval --steps 32 --space mask --sigma-start 0.3 --sigma-end 0.01 \
+    --temperature 1 --clips 8 --seconds 1
   exit 0
 fi
 if [ "$SET" = music4-live ]; then

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 LOG_2PI = math.log(2 * math.pi)
+MIXINGS = ("flip", "lu")
 
 
 @dataclass
@@ -191,8 +192,8 @@ class FlowPrior(nn.Module):
         c = cfg.squeeze
         self.norms = nn.ModuleList([ActNorm(c) for _ in range(cfg.n_flows)])
         self.couplings = nn.ModuleList([AffineCoupling(c, cfg) for _ in range(cfg.n_flows)])
-        if cfg.mixing not in ("flip", "lu"):
-            raise ValueError(f"unknown prior mixing {cfg.mixing!r} (flip or lu)")
+        if cfg.mixing not in MIXINGS:
+            raise ValueError(f"unknown prior mixing {cfg.mixing!r} ({' or '.join(MIXINGS)})")
         self.mixers = nn.ModuleList([InvConv1x1(c, seed=i) for i in range(cfg.n_flows)]) if cfg.mixing == "lu" else None
 
     def _cond(self, sigma: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor:
