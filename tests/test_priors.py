@@ -139,3 +139,22 @@ def test_checkpoint_from_before_a_config_field_still_resumes(toy_data, tmp_path)
     with pytest.raises(BundleError, match="another config"):
         train_prior("sine", toy_data, tmp_path, PriorConfig(**{**cfg.to_dict(), "mixing": "lu"}),
                     PriorTraining(steps=6, batch=2, segment=1024), show=False)
+
+
+def test_resume_on_more_data_keeps_the_level_and_records_both_sets(toy_data, tmp_path):
+    """Training resumed on another data folder continues (the first folder's level is kept, not
+    re-measured into a config mismatch) and the card names every folder the prior saw."""
+    from rtsep.datasets.toy4 import make_toy4
+    from rtsep.nn.flow import PriorConfig
+    from rtsep.train.prior import PriorTraining, train_prior
+
+    more = tmp_path / "more"
+    make_toy4(more, clips=40, seconds=0.25, sample_rate=16000, seed=11)
+    cfg = PriorConfig(source="sine", squeeze=16, n_flows=2, hidden=8, layers=2)
+    first = train_prior("sine", toy_data, tmp_path / "m", cfg, PriorTraining(steps=2, batch=2, segment=1024),
+                        show=False)
+    entry = train_prior("sine", more, tmp_path / "m", cfg, PriorTraining(steps=4, batch=2, segment=1024),
+                        show=False)
+    assert entry["training"]["steps_done"] == 4
+    assert entry["config"]["level"] == first["config"]["level"]
+    assert [(r["data"], r["from_step"]) for r in entry["training"]["data_runs"]] == [(str(toy_data), 0), (str(more), 2)]

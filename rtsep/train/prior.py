@@ -74,7 +74,13 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
     weights, ckpt_path = prior_paths(model_dir, source)
     train_set = SourceSet.load(data, source, cfg.sample_rate, "train")
     valid_set = SourceSet.load(data, source, cfg.sample_rate, "valid")
-    if not cfg.level:
+    ckpt = load_checkpoint(ckpt_path)
+    if not cfg.level and ckpt is not None:
+        # The level is measured on the data the run started with; resuming on more (or other) data
+        # keeps it, since the network has learned at that level.
+        have = PriorConfig.from_dict(ckpt["config"])
+        cfg = replace(cfg, level=have.level, level_spread=have.level_spread)
+    elif not cfg.level:
         level, spread = train_set.level(tr.segment, (tr.gain_min, tr.gain_max))
         cfg = replace(cfg, level=level, level_spread=max(spread, 0.1))
     torch.manual_seed(tr.seed)
@@ -82,7 +88,8 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
     opt = torch.optim.Adam(prior.parameters(), lr=tr.lr)
     rng = np.random.default_rng(tr.seed)
     step, elapsed, history = 0, 0.0, []
-    ckpt = load_checkpoint(ckpt_path)
+    here = {"data": str(data), "train_clips": len(train_set.clips)}
+    data_runs = [{**here, "from_step": 0}]
     if ckpt is not None:
         # Normalised through PriorConfig so checkpoints from before a config field existed still resume.
         if PriorConfig.from_dict(ckpt["config"]).to_dict() != cfg.to_dict():
@@ -92,6 +99,11 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
         rng = restore_rng(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+        was = read_card(model_dir).get("priors", {}).get(source, {}).get("training", {})
+        data_runs = ckpt.get("data_runs") or [{"data": was.get("data", "?"), "train_clips": was.get("train_clips"),
+                                               "from_step": 0}]
+        if {k: data_runs[-1][k] for k in here} != here:
+            data_runs.append({**here, "from_step": step})
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
                                               last_epoch=step - 1 if step else -1)
     deadline = time.monotonic() + minutes * 60 if minutes else None
@@ -99,7 +111,7 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, config=cfg.to_dict(), model=prior.state_dict(), opt=opt.state_dict(),
                         rng=rng_state(rng), torch_rng=torch.get_rng_state(), step=step, elapsed=elapsed,
-                        history=history)
+                        history=history, data_runs=data_runs)
 
     prior.train()
     t0, ema = time.monotonic(), None
@@ -132,7 +144,7 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
         "config": cfg.to_dict(),
         "training": {**tr.__dict__, "steps_done": step, "seconds": round(elapsed, 1),
                      "data": str(data), "train_clips": len(train_set.clips), "valid_nll": round(valid_nll, 4),
-                     "history": history[-20:], **provenance()},
+                     "history": history[-20:], "data_runs": data_runs, **provenance()},
     }
     update_card(model_dir, "priors", source, value=entry)
     update_card(model_dir, "sample_rate", value=cfg.sample_rate)
