@@ -56,3 +56,14 @@ def restore_rng(state: dict) -> np.random.Generator:
     rng = np.random.default_rng()
     rng.bit_generator.state = state
     return rng
+
+
+def extend_runs(runs: list[dict] | None, here: dict, step: int) -> list[dict]:
+    """The list of what a resumable run trained on (data folder, ...), each with the step it joined at:
+    a new entry when a resume changes any of it, so a card tells a run resumed on more data apart
+    from one trained on it from the start."""
+    runs = list(runs or [])
+    if not runs or {k: runs[-1].get(k) for k in here} != here:
+        runs.append({**here, "from_step": step})
+    return runs
+

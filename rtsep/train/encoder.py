@@ -12,6 +12,7 @@ excerpts that were mixed, as a comparison.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -24,8 +25,8 @@ from ..card import provenance, read_card, update_card
 from ..datasets.folder import SourceSet
 from ..errors import BundleError, DataError
 from ..nn.encoder import Encoder, EncoderConfig
-from .checkpoint import load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
-from .prior import load_prior
+from .checkpoint import extend_runs, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
+from .prior import load_prior, prior_paths
 from .progress import bar
 
 LOG_2PI = math.log(2 * math.pi)
@@ -73,6 +74,14 @@ class EncoderTraining:
         frac = min(1.0, step / max(1, self.anneal_fraction * self.steps))
         sigma = self.kl_sigma_start * (self.kl_sigma / self.kl_sigma_start) ** frac
         return sigma, max(self.gamma, sigma)
+
+
+def priors_fingerprint(model_dir: Path, sources: list[str]) -> str:
+    """Short hash of the prior weights an encoder is trained under."""
+    h = hashlib.sha256()
+    for s in sources:
+        h.update(prior_paths(model_dir, s)[0].read_bytes())
+    return h.hexdigest()[:12]
 
 
 def encoder_paths(model_dir: Path) -> tuple[Path, Path]:
@@ -169,6 +178,10 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         rng = restore_rng(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+    # Resuming on other data or under retrained priors (the priors are the seed objective's target) is
+    # allowed; the card lists each with the step it joined at.
+    before = (ckpt.get("runs") or [{"data": "?", "priors": "?", "from_step": 0}]) if ckpt else None
+    runs = extend_runs(before, {"data": str(data), "priors": priors_fingerprint(model_dir, sources)}, step)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
                                               last_epoch=step - 1 if step else -1)
     deadline = time.monotonic() + minutes * 60 if minutes else None
@@ -176,7 +189,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, config=cfg.to_dict(), training=asdict(tr), model=enc.state_dict(),
                         opt=opt.state_dict(), rng=rng_state(rng), torch_rng=torch.get_rng_state(), step=step,
-                        elapsed=elapsed, history=history)
+                        elapsed=elapsed, history=history, runs=runs)
 
     enc.train()
     t0, ema = time.monotonic(), None
@@ -206,6 +219,6 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     save_weights(weights, enc)
     entry = {"config": cfg.to_dict(),
              "training": {**asdict(tr), "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
-                          "history": history[-20:], **provenance()}}
+                          "history": history[-20:], "runs": runs, **provenance()}}
     update_card(model_dir, "encoder", value=entry)
     return entry

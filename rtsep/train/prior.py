@@ -14,7 +14,7 @@ from ..card import provenance, read_card, update_card
 from ..datasets.folder import SourceSet
 from ..errors import BundleError
 from ..nn.flow import FlowPrior, PriorConfig
-from .checkpoint import load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
+from .checkpoint import extend_runs, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
 from .progress import bar
 
 
@@ -88,8 +88,7 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
     opt = torch.optim.Adam(prior.parameters(), lr=tr.lr)
     rng = np.random.default_rng(tr.seed)
     step, elapsed, history = 0, 0.0, []
-    here = {"data": str(data), "train_clips": len(train_set.clips)}
-    data_runs = [{**here, "from_step": 0}]
+    data_runs = []
     if ckpt is not None:
         # Normalised through PriorConfig so checkpoints from before a config field existed still resume.
         if PriorConfig.from_dict(ckpt["config"]).to_dict() != cfg.to_dict():
@@ -102,8 +101,7 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
         was = read_card(model_dir).get("priors", {}).get(source, {}).get("training", {})
         data_runs = ckpt.get("data_runs") or [{"data": was.get("data", "?"), "train_clips": was.get("train_clips"),
                                                "from_step": 0}]
-        if {k: data_runs[-1][k] for k in here} != here:
-            data_runs.append({**here, "from_step": step})
+    data_runs = extend_runs(data_runs, {"data": str(data), "train_clips": len(train_set.clips)}, step)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
                                               last_epoch=step - 1 if step else -1)
     deadline = time.monotonic() + minutes * 60 if minutes else None
