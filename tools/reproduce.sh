@@ -2,11 +2,11 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2  (session 6 LU-prior experiments in runs/, after the sets' data
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3  (session 6-7 LU-prior experiments in runs/, after the sets' data
 #   and, for music4-v2, runs/music4-s05a1: README "Session 6")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|toy4-v2}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|toy4-v2}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -52,6 +52,38 @@ if [ "$SET" = music4-v2 ]; then
   for s in 0.01 0.02 0.05 0.1; do python tools/objective_gap.py runs/m4v2-gap --data data/music4-eval --sigma $s; done
   with_encoder "$OUT" models/music4 runs/m4v2-sup
   rtsep eval separate runs/m4v2-sup --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.05 --clips 6 --seconds 2
+  exit 0
+fi
+if [ "$SET" = music4-v3 ]; then
+  # Session 7: the music4-v2 priors resumed on four times the data (1600 clips per source, another
+  # seed), then the m4v2 seed encoder resumed on them. Also the control: that encoder trained twice as
+  # long on the old priors (runs/m4v2-e3k). Needs runs/m4v2 (music4-v2 above).
+  [ -f data/music4-xl/manifest.json ] || rtsep data music4 data/music4-xl --clips 1600 --seconds 4 --seed 1
+  CHAIN="--space mask --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4"
+  ENC="--objective seed --front stft --stride 256 --blocks 5 --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
+  if [ ! -f runs/m4v2-e3k/ckpt/encoder.pt ]; then
+    mkdir -p runs/m4v2-e3k && cp -r runs/m4v2/priors runs/m4v2/card.json runs/m4v2/encoder.pt runs/m4v2/ckpt runs/m4v2-e3k/
+  fi
+  rtsep train encoder runs/m4v2-e3k --data data/music4 $ENC --steps 3000
+  rtsep eval separate runs/m4v2-e3k --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
+  OUT=runs/m4v3
+  if [ ! -f "$OUT/card.json" ]; then
+    mkdir -p "$OUT/ckpt" && cp -r runs/m4v2/priors "$OUT/" && cp runs/m4v2/ckpt/prior_*.pt "$OUT/ckpt/"
+    python -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('encoder', None); json.dump(c, open(sys.argv[2], 'w'))" \
+      runs/m4v2/card.json "$OUT/card.json"
+  fi
+  for s in bass drums guitar piano; do
+    rtsep train prior --source "$s" --data data/music4-xl --out "$OUT" --flows 8 --hidden 48 --layers 5 --mixing lu \
+      --steps 4600 --minutes 30 --threads 1
+  done
+  rtsep eval priors "$OUT" --data data/music4-eval
+  # The encoder continues from runs/m4v2-e3k's 3000 steps under these priors, on music4-xl.
+  if [ ! -f "$OUT/ckpt/encoder.pt" ]; then
+    cp runs/m4v2-e3k/encoder.pt "$OUT/" && cp runs/m4v2-e3k/ckpt/encoder.pt "$OUT/ckpt/"
+  fi
+  rtsep train encoder "$OUT" --data data/music4-xl $ENC --steps 4000
+  rtsep eval separate "$OUT" --data data/music4-eval --steps 0 --clips 20 --seconds 4
+  rtsep eval separate "$OUT" --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
   exit 0
 fi
 if [ "$SET" = toy4-v2 ]; then
