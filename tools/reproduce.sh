@@ -82,7 +82,6 @@ if [ "$SET" = music4-v3 ]; then
     cp runs/m4v2-e3k/encoder.pt "$OUT/" && cp runs/m4v2-e3k/ckpt/encoder.pt "$OUT/ckpt/"
   fi
   rtsep train encoder "$OUT" --data data/music4-xl $ENC --steps 4000
-  rtsep eval separate "$OUT" --data data/music4-eval --steps 0 --clips 20 --seconds 4
   rtsep eval separate "$OUT" --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
   exit 0
 fi

@@ -66,4 +66,3 @@ def extend_runs(runs: list[dict] | None, here: dict, step: int) -> list[dict]:
     if not runs or {k: runs[-1].get(k) for k in here} != here:
         runs.append({**here, "from_step": step})
     return runs
-

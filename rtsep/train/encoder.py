@@ -180,7 +180,8 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
     # Resuming on other data or under retrained priors (the priors are the seed objective's target) is
     # allowed; the card lists each with the step it joined at.
-    before = (ckpt.get("runs") or [{"data": "?", "priors": "?", "from_step": 0}]) if ckpt else None
+    was = card.get("encoder", {}).get("training", {}).get("data", "?")  # checkpoints from before runs existed
+    before = (ckpt.get("runs") or [{"data": was, "priors": "?", "from_step": 0}]) if ckpt else None
     runs = extend_runs(before, {"data": str(data), "priors": priors_fingerprint(model_dir, sources)}, step)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
                                               last_epoch=step - 1 if step else -1)
