@@ -24,6 +24,18 @@ update_card(out, "encoder", value=read_card(enc)["encoder"])
 update_card(out, "sample_rate", value=read_card(pri)["sample_rate"])
 PY
 }
+# copy_priors SRC DST: SRC's priors (and their checkpoints, so DST can resume them) and card, without
+# its encoder, as the start of another run.
+copy_priors() {
+  mkdir -p "$2/ckpt" && cp -r "$1/priors" "$2/"
+  if compgen -G "$1/ckpt/prior_*.pt" > /dev/null; then cp "$1"/ckpt/prior_*.pt "$2/ckpt/"; fi
+  python -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('encoder', None); json.dump(c, open(sys.argv[2], 'w'))" \
+    "$1/card.json" "$2/card.json"
+}
+# copy_encoder SRC DST: SRC's encoder weights and checkpoint, for DST to train on from there.
+copy_encoder() {
+  mkdir -p "$2/ckpt" && cp "$1/encoder.pt" "$2/" && cp "$1/ckpt/encoder.pt" "$2/ckpt/"
+}
 if [ "$SET" = music4-v2 ]; then
   # Bigger priors with learned 1x1 mixing (24 min each on one thread; run two at a time on two
   # cores), the seed-objective encoder on them (23 min) and its evaluation with the mask chain.
@@ -62,25 +74,19 @@ if [ "$SET" = music4-v3 ]; then
   CHAIN="--space mask --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4"
   ENC="--objective seed --front stft --stride 256 --blocks 5 --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
   if [ ! -f runs/m4v2-e3k/ckpt/encoder.pt ]; then
-    mkdir -p runs/m4v2-e3k && cp -r runs/m4v2/priors runs/m4v2/card.json runs/m4v2/encoder.pt runs/m4v2/ckpt runs/m4v2-e3k/
+    copy_priors runs/m4v2 runs/m4v2-e3k && copy_encoder runs/m4v2 runs/m4v2-e3k
   fi
   rtsep train encoder runs/m4v2-e3k --data data/music4 $ENC --steps 3000
   rtsep eval separate runs/m4v2-e3k --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
   OUT=runs/m4v3
-  if [ ! -f "$OUT/card.json" ]; then
-    mkdir -p "$OUT/ckpt" && cp -r runs/m4v2/priors "$OUT/" && cp runs/m4v2/ckpt/prior_*.pt "$OUT/ckpt/"
-    python -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('encoder', None); json.dump(c, open(sys.argv[2], 'w'))" \
-      runs/m4v2/card.json "$OUT/card.json"
-  fi
+  [ -f "$OUT/card.json" ] || copy_priors runs/m4v2 "$OUT"
   for s in bass drums guitar piano; do
     rtsep train prior --source "$s" --data data/music4-xl --out "$OUT" --flows 8 --hidden 48 --layers 5 --mixing lu \
       --steps 4600 --minutes 30 --threads 1
   done
   rtsep eval priors "$OUT" --data data/music4-eval
   # The encoder continues from runs/m4v2-e3k's 3000 steps under these priors, on music4-xl.
-  if [ ! -f "$OUT/ckpt/encoder.pt" ]; then
-    cp runs/m4v2-e3k/encoder.pt "$OUT/" && cp runs/m4v2-e3k/ckpt/encoder.pt "$OUT/ckpt/"
-  fi
+  [ -f "$OUT/ckpt/encoder.pt" ] || copy_encoder runs/m4v2-e3k "$OUT"
   rtsep train encoder "$OUT" --data data/music4-xl $ENC --steps 4000
   rtsep eval separate "$OUT" --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
   exit 0
@@ -142,9 +148,7 @@ ENC="--segment 8192 --front stft --stride 256 --blocks 5"
 rtsep train encoder "$OUT" --data "data/$SET" --objective supervised --steps "$ENC_STEPS" $ENC $ENC_GAIN
 rtsep eval separate "$OUT" --data "data/$SET-eval" --steps 4 --clips 20 --label supervised
 # Seed objective (no stems), same priors, in runs/: annealed KL sigma, the same STFT encoder.
-mkdir -p "runs/$SET-stft" && cp -r "$OUT/priors" "runs/$SET-stft/"
-python -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('encoder', None); json.dump(c, open(sys.argv[2], 'w'))" \
-  "$OUT/card.json" "runs/$SET-stft/card.json"
+copy_priors "$OUT" "runs/$SET-stft"
 rtsep train encoder "runs/$SET-stft" --data "data/$SET" --steps "${SEED_STEPS:-2000}" $KL $ENC $ENC_GAIN
 rtsep eval separate "runs/$SET-stft" --data "data/$SET-eval" --steps 4 --clips 20
 rtsep export "$OUT"

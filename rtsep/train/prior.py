@@ -68,7 +68,8 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
                 minutes: float | None = None, show: bool = True) -> dict:
     """Train (or resume) the prior of `source`; returns the card entry written."""
     model_dir = Path(model_dir)
-    have_sr = read_card(model_dir).get("sample_rate", cfg.sample_rate)
+    card = read_card(model_dir)
+    have_sr = card.get("sample_rate", cfg.sample_rate)
     if have_sr != cfg.sample_rate:
         raise BundleError(f"{model_dir} holds models at {have_sr} Hz, not {cfg.sample_rate} Hz")
     weights, ckpt_path = prior_paths(model_dir, source)
@@ -98,7 +99,7 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
         rng = restore_rng(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
-        was = read_card(model_dir).get("priors", {}).get(source, {}).get("training", {})
+        was = card.get("priors", {}).get(source, {}).get("training", {})  # checkpoints from before data_runs
         data_runs = ckpt.get("data_runs") or [{"data": was.get("data", "?"), "train_clips": was.get("train_clips"),
                                                "from_step": 0}]
     data_runs = extend_runs(data_runs, {"data": str(data), "train_clips": len(train_set.clips)}, step)
