@@ -130,9 +130,15 @@ def train_prior_cmd(
     sample_rate: int = typer.Option(16000, min=8000),
     gain_min: float = typer.Option(0.5, help="Random gain augmentation, lower bound."),
     gain_max: float = typer.Option(1.0, help="Random gain augmentation, upper bound."),
+    contrast: float = typer.Option(0.0, min=0.0, help="Weight of the margin term: own excerpts must out-score "
+                                   "themselves with another source leaked in (DATA's other sources, no stems)."),
+    contrast_margin: float = typer.Option(0.5, min=0.0, help="That margin in nats/sample, for a negative that is "
+                                          "all other source."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from this model directory's prior of SOURCE "
+                                             "(its architecture and level; fresh optimiser): fine-tuning."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
-    """Train one source's noise-conditioned flow prior on that source alone."""
+    """Train one source's noise-conditioned flow prior on that source alone (or fine-tune one)."""
     from .nn.flow import MIXINGS, PriorConfig
 
     set_threads(threads)
@@ -144,8 +150,9 @@ def train_prior_cmd(
         fail(f"--mixing must be {' or '.join(MIXINGS)}, not {mixing!r}")
     cfg = PriorConfig(source=source, sample_rate=sample_rate, hidden=hidden, n_flows=flows, layers=layers,
                       mixing=mixing)
-    tr = PriorTraining(steps=steps, batch=batch, segment=segment, lr=lr, seed=seed, gain_min=gain_min, gain_max=gain_max)
-    entry = train_prior(source, data, out_dir, cfg, tr, minutes=minutes)
+    tr = PriorTraining(steps=steps, batch=batch, segment=segment, lr=lr, seed=seed, gain_min=gain_min, gain_max=gain_max,
+                       contrast=contrast, contrast_margin=contrast_margin)
+    entry = train_prior(source, data, out_dir, cfg, tr, minutes=minutes, init_from=init_from)
     t = entry["training"]
     out.print(f"prior {source}: {t['steps_done']} steps in {t['seconds']:.0f} s, valid nll {t['valid_nll']:.3f} nats/sample")
 

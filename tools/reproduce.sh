@@ -2,11 +2,11 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3  (session 6-7 LU-prior experiments in runs/, after the sets' data
-#   and, for music4-v2, runs/music4-s05a1: README "Session 6")
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4  (session 6-8 LU-prior experiments in runs/, after
+#   the sets' data and, for music4-v2, runs/music4-s05a1: README "Session 6" to "Session 8")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|toy4-v2}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -89,6 +89,29 @@ if [ "$SET" = music4-v3 ]; then
   [ -f "$OUT/ckpt/encoder.pt" ] || copy_encoder runs/m4v2-e3k "$OUT"
   rtsep train encoder "$OUT" --data data/music4-xl $ENC --steps 4000
   rtsep eval separate "$OUT" --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
+  exit 0
+fi
+if [ "$SET" = music4-v4 ]; then
+  # Session 8: the music4-v3 priors fine-tuned with the margin term against leaked-other-source
+  # negatives (18 min per prior on one thread; run two at a time), then two seed encoders on them: a
+  # fresh one as in music4-v2 (runs/m4c) and the music4-v2 encoder continued for 1000 steps
+  # (runs/m4c-ft). Needs runs/m4v3 (music4-v3) and runs/m4v2.
+  OUT=runs/m4c
+  for s in bass drums guitar piano; do
+    rtsep train prior --source "$s" --data data/music4-xl --out "$OUT" --init-from runs/m4v3 --contrast 1 \
+      --contrast-margin 0.5 --lr 3e-4 --steps 500 --minutes 18 --threads 1
+  done
+  rtsep eval priors "$OUT" --data data/music4-eval
+  CHAIN="--space mask --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4"
+  ENC="--objective seed --front stft --stride 256 --blocks 5 --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
+  if [ ! -f runs/m4c-ft/ckpt/encoder.pt ]; then
+    copy_priors "$OUT" runs/m4c-ft && copy_encoder runs/m4v2 runs/m4c-ft
+  fi
+  rtsep train encoder "$OUT" --data data/music4 $ENC --steps 1500
+  rtsep train encoder runs/m4c-ft --data data/music4 $ENC --steps 2500
+  for run in "$OUT" runs/m4c-ft; do
+    rtsep eval separate "$run" --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
+  done
   exit 0
 fi
 if [ "$SET" = toy4-v2 ]; then
