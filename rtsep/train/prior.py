@@ -127,7 +127,7 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
     valid_set = SourceSet.load(data, source, cfg.sample_rate, "valid")
     ckpt = load_checkpoint(ckpt_path)
     start = None
-    if init_from is not None and ckpt is None:
+    if init_from is not None:  # its config (level included) also when resuming the fine-tuning run
         start = load_prior(Path(init_from), source)
         cfg = start.cfg
     others = []
@@ -136,18 +136,18 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
                   for s in list_sources(resolve_split(Path(data), "train")) if s != source]
         if not others:
             raise BundleError(f"--contrast needs other sources' clips in {data}; it has only {source!r}")
-    if start is None and not cfg.level and ckpt is not None:
+    if not cfg.level and ckpt is not None:
         # The level is measured on the data the run started with; resuming on more (or other) data
         # keeps it, since the network has learned at that level.
         have = PriorConfig.from_dict(ckpt["config"])
         cfg = replace(cfg, level=have.level, level_spread=have.level_spread)
-    elif start is None and not cfg.level:
+    elif not cfg.level:
         level, spread = train_set.level(tr.segment, (tr.gain_min, tr.gain_max))
         cfg = replace(cfg, level=level, level_spread=max(spread, 0.1))
     torch.manual_seed(tr.seed)
     prior = FlowPrior(cfg)
     opt = torch.optim.Adam(prior.parameters(), lr=tr.lr)
-    if start is not None:
+    if start is not None and ckpt is None:
         prior.load_state_dict(start.state_dict())
     rng = np.random.default_rng(tr.seed)
     step, elapsed, history = 0, 0.0, []
