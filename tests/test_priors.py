@@ -180,13 +180,12 @@ def _leak_gap(model_dir, data, source: str, other: str) -> float:
     import torch
 
     from rtsep.datasets.folder import SourceSet
+    from rtsep.train.prior import leak
 
     prior = load_prior(model_dir, source)
     rng = np.random.default_rng(7)
     own = SourceSet.load(data, source, 16000, "test").excerpts(rng, 24, 2048, gain=(0.9, 0.9))
-    oth = SourceSet.load(data, other, 16000, "test").excerpts(rng, 24, 2048, gain=(0.9, 0.9))
-    neg = own / np.sqrt((own**2).mean(-1, keepdims=True)) + oth / np.sqrt((oth**2).mean(-1, keepdims=True))
-    neg = (neg * np.sqrt((own**2).mean(-1, keepdims=True) / (neg**2).mean(-1, keepdims=True))).astype(np.float32)
+    neg = leak(own, SourceSet.load(data, other, 16000, "test").excerpts(rng, 24, 2048, gain=(0.9, 0.9)), 1.0)
     with torch.no_grad():
         lp = [prior.shape_log_prob_sum(torch.from_numpy(x)[:, None] + 0.02 * torch.randn(24, 1, 2048), 0.02) / 2048
               for x in (own, neg)]

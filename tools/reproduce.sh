@@ -102,6 +102,8 @@ if [ "$SET" = music4-v4 ]; then
       --contrast-margin 0.5 --lr 3e-4 --steps 500 --minutes 18 --threads 1
   done
   rtsep eval priors "$OUT" --data data/music4-eval
+  python tools/leak_gap.py runs/m4v3 --data data/music4-eval
+  python tools/leak_gap.py "$OUT" --data data/music4-eval
   CHAIN="--space mask --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4"
   ENC="--objective seed --front stft --stride 256 --blocks 5 --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
   if [ ! -f runs/m4c-ft/ckpt/encoder.pt ]; then
@@ -110,7 +112,7 @@ if [ "$SET" = music4-v4 ]; then
   rtsep train encoder "$OUT" --data data/music4 $ENC --steps 1500
   rtsep train encoder runs/m4c-ft --data data/music4 $ENC --steps 2500
   for run in "$OUT" runs/m4c-ft; do
-    rtsep eval separate "$run" --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1
+    rtsep eval separate "$run" --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.1 --label "seed, sigma-0.1 chain"
   done
   exit 0
 fi

@@ -83,9 +83,13 @@ def leak_negatives(rng: np.random.Generator, own: np.ndarray, others: list[Sourc
     n, t = own.shape
     other = np.stack([others[rng.integers(len(others))].excerpts(rng, 1, t, gain=(1.0, 1.0))[0] for _ in range(n)])
     b = np.exp(rng.uniform(math.log(tr.leak_min), math.log(tr.leak_max), size=(n, 1))).astype(np.float32)
+    return leak(own, other, b), (b / (1 + b))[:, 0]
+
+
+def leak(own: np.ndarray, other: np.ndarray, b: np.ndarray | float) -> np.ndarray:
+    """own + b * other with both at unit RMS, rescaled to own's RMS (rows are excerpts)."""
     neg = own / _rms(own) + b * other / _rms(other)
-    neg = neg * (_rms(own) / _rms(neg))
-    return neg.astype(np.float32), (b / (1 + b))[:, 0]
+    return (neg * (_rms(own) / _rms(neg))).astype(np.float32)
 
 
 def contrast_loss(prior: FlowPrior, x: torch.Tensor, neg: torch.Tensor, sig: torch.Tensor, frac: np.ndarray,
