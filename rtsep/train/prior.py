@@ -45,6 +45,8 @@ class PriorTraining:
     needs b / (1 + b) of it."""
     leak_min: float = 0.25
     leak_max: float = 4.0
+    """Range of the leaked source's amplitude relative to the own excerpt (log-uniform): from a faint
+    leak, the encoder's usual error, to mostly the other source."""
 
 
 def prior_paths(model_dir: Path, source: str) -> tuple[Path, Path]:
