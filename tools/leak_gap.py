@@ -23,6 +23,7 @@ import torch
 from rtsep.card import read_card
 from rtsep.datasets.folder import SourceSet
 from rtsep.errors import RtsepError
+from rtsep.prior_eval import held_out_batch
 from rtsep.train.prior import leak, load_prior
 
 LEAKS = (0.1, 0.25, 1.0, 4.0, 1000.0)
@@ -39,9 +40,9 @@ def main() -> None:
     args = ap.parse_args()
     card = read_card(args.model)
     sources = list(card.get("priors", {}))
-    rng = np.random.default_rng(5)
-    clean = {s: SourceSet.load(args.data, s, card["sample_rate"], "test").excerpts(rng, args.clips, args.segment,
-                                                                                  gain=(1.0, 1.0)) for s in sources}
+    seg = args.segment - args.segment % 16
+    clean = {s: held_out_batch(SourceSet.load(args.data, s, card["sample_rate"], "test"), args.clips, seg, seed=5)
+             for s in sources}
     for k in args.sources or sources:
         prior = load_prior(args.model, k)
         for sigma in args.sigmas:

@@ -62,15 +62,15 @@ def sample_sigmas(rng: np.random.Generator, n: int, cfg: PriorConfig) -> np.ndar
 
 def noisy_batch(rng: np.random.Generator, data: SourceSet, cfg: PriorConfig, tr: PriorTraining
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    x, sig, _ = _noisy(rng, data.excerpts(rng, tr.batch, tr.segment, gain=(tr.gain_min, tr.gain_max)), cfg)
-    return x, sig
+    return _noisy(rng, data.excerpts(rng, tr.batch, tr.segment, gain=(tr.gain_min, tr.gain_max)), cfg)
 
 
 def _noisy(rng: np.random.Generator, clean: np.ndarray, cfg: PriorConfig, sig: np.ndarray | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean + sigma * noise as (B, 1, T), sigma (B,)); sigma drawn over the prior's range unless given."""
     sig = sample_sigmas(rng, len(clean), cfg) if sig is None else sig
     x = clean + sig[:, None] * rng.standard_normal(clean.shape).astype(np.float32)
-    return torch.from_numpy(x[:, None, :]), torch.from_numpy(sig), sig
+    return torch.from_numpy(x[:, None, :]), torch.from_numpy(sig)
 
 
 def _rms(x: np.ndarray) -> np.ndarray:
@@ -188,12 +188,12 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
         task = progress.add_task(f"prior {source}", total=tr.steps, completed=step, info="")
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
             own = train_set.excerpts(rng, tr.batch, tr.segment, gain=(tr.gain_min, tr.gain_max))
-            x, sig, sig_np = _noisy(rng, own, cfg)
+            x, sig = _noisy(rng, own, cfg)
             nll = -prior.log_prob(x, sig).mean()
             loss, info = nll, f"nll {nll.item():.3f}"
             if tr.contrast > 0:
                 neg, frac = leak_negatives(rng, own, others, tr)
-                hinge, gap = contrast_loss(prior, x, _noisy(rng, neg, cfg, sig_np)[0], sig, frac, tr.contrast_margin)
+                hinge, gap = contrast_loss(prior, x, _noisy(rng, neg, cfg, sig.numpy())[0], sig, frac, tr.contrast_margin)
                 loss = nll + tr.contrast * hinge
                 info += f" hinge {hinge.item():.3f} gap {gap:.3f}"
             opt.zero_grad(set_to_none=True)
