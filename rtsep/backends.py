@@ -34,6 +34,12 @@ class TorchBackend:
         mean, log_scale = self.encoder(torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[:, None])
         return mean.numpy(), log_scale.numpy()
 
+    @torch.no_grad()
+    def log_probs(self, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """x (B, N, T), sigma (B,) -> (B, N): each prior's level-normalised log-density of its source."""
+        xt, st = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(sigma)
+        return torch.stack([p.shape_log_prob_sum(xt[:, k : k + 1], st) for k, p in enumerate(self.priors)], 1).numpy()
+
     def langevin(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
         """Run the chain (see `rtsep.langevin`) with the same step function the ONNX graph traces."""
         xt, mt = torch.from_numpy(x), torch.from_numpy(mix)

@@ -287,6 +287,11 @@ def eval_separate_cmd(
     temperature: Optional[float] = typer.Option(None, min=0.0, help="Langevin noise temperature (default: the card's)."),
     sigma_start: Optional[float] = typer.Option(None, min=1e-6, help="First annealing level (default: the card's)."),
     sigma_end: Optional[float] = typer.Option(None, min=1e-6, help="Last annealing level (default: the card's)."),
+    mask_lr: Optional[float] = typer.Option(None, min=0.0, help="Mask-space step size (default: the card's)."),
+    warm_start: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                               help="Share of the encoder's estimate the chain starts from (0: an equal split, BASIS's cold start; default: the card's)."),
+    relabel_every: Optional[int] = typer.Option(None, min=0,
+                                                help="Mask space: every K steps give each prior the estimate it rates highest (0: never; default: the card's)."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -306,7 +311,9 @@ def eval_separate_cmd(
         res = evaluate_separation(model, data, steps=steps, split=split, clips=clips, seconds=seconds,
                                   backend=backend, seed=seed, progress=progress_cb(progress, task),
                                   langevin={k: v for k, v in (("space", space), ("temperature", temperature),
-                                                              ("sigma_start", sigma_start), ("sigma_end", sigma_end))
+                                                              ("sigma_start", sigma_start), ("sigma_end", sigma_end),
+                                                              ("mask_lr", mask_lr), ("warm_start", warm_start),
+                                                              ("relabel_every", relabel_every))
                                             if v is not None})
     print_separation(res)
     if label:

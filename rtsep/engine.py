@@ -143,7 +143,8 @@ class BlockEngine:
         x0 = np.broadcast_to(mean[None, :, :, start:stop], (s, c, n, w)).reshape(s * c, n, w)
         mix = np.broadcast_to(window[None, :, start:stop], (s, c, w)).reshape(s * c, w)
         rng = np.random.default_rng([state.seed, state.block])
-        est = refine(x0, mix, self.backend.langevin, self.langevin, rng).reshape(s, c, n, w)
+        est = refine(x0, mix, self.backend.langevin, self.langevin, rng,
+                     log_probs=getattr(self.backend, "log_probs", None)).reshape(s, c, n, w)
         a = g.context - start  # where this block's hop begins inside the refined span
         out = est[..., a : a + g.hop].copy()
         if g.crossfade:

@@ -27,6 +27,8 @@ from .errors import BundleError
 SPACES = ("signal", "mask")
 ScoreFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 """score(k, x (B, T), sigma (B,)) -> grad_x log p_k,sigma(x), shape (B, T)."""
+LogProbsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""log_probs(x (B, N, T), sigma (B,)) -> log p_k,sigma(x_k) per item and source (nats), (B, N)."""
 
 
 class Step(NamedTuple):
@@ -58,10 +60,21 @@ class LangevinConfig:
     mask_lr: float = 0.1
     n_fft: int = 1024
     hop: int = 256
+    warm_start: float = 1.0
+    """How much of the encoder's estimate the chain starts from: 1 all of it, 0 none (every source an
+    equal share of the mixture: BASIS's cold start), between a blend (in mask space, of the logits).
+    A seed-objective encoder can sit in a wrong basin that a warm-started chain never leaves (README)."""
+    relabel_every: int = 0
+    """Mask space: every this many steps (and at the end) give each prior the estimate it rates
+    highest (`rtsep.mask_langevin.best_labelling`); 0 never. Needs the backend's `log_probs`."""
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ValueError(f"unknown Langevin space {self.space!r} ({' or '.join(SPACES)})")
+        if not 0.0 <= self.warm_start <= 1.0:
+            raise ValueError(f"warm_start {self.warm_start} is not in [0, 1]")
+        if self.relabel_every < 0 or (self.relabel_every and self.space != "mask"):
+            raise ValueError(f"relabel_every {self.relabel_every}: a count >= 0, and only in mask space")
 
     @classmethod
     def from_card(cls, card: dict, model_dir: Path | str, **overrides) -> "LangevinConfig":
@@ -103,18 +116,23 @@ def schedule(cfg: LangevinConfig, shape: tuple[int, int, int], rng: np.random.Ge
 
 
 def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
-           cfg: LangevinConfig, rng: np.random.Generator, renoise: bool = True) -> np.ndarray:
+           cfg: LangevinConfig, rng: np.random.Generator, renoise: bool = True,
+           log_probs: LogProbsFn | None = None) -> np.ndarray:
     """x0 (B, N, T) warm starts (encoder means), mix (B, T) -> refined (B, N, T); K=0 returns x0.
 
     `run(x, mix (B, 1, T), steps)` executes the chain: a backend's `langevin`, or `run_steps`
-    over a numpy step function."""
+    over a numpy step function. `log_probs` (a backend's) is needed when `cfg.relabel_every`."""
     if cfg.steps <= 0:
         return x0
     if cfg.space == "mask":
-        return refine_masks(x0, mix, run, cfg, rng)
+        if cfg.relabel_every and log_probs is None:
+            raise BundleError("relabelling needs the priors' log-densities, which this backend does not give")
+        return refine_masks(x0, mix, run, cfg, rng, log_probs)
     x = x0.astype(np.float32, copy=True)
     b, n, t = x.shape
     m = np.array(np.broadcast_to(mix, (b, t)).reshape(b, 1, t), dtype=np.float32)
+    if cfg.warm_start < 1.0:
+        x = cfg.warm_start * x + (1.0 - cfg.warm_start) * m  # still mixes to m when x0 does
     if renoise:
         x += cfg.sigmas()[0] * rng.standard_normal(x.shape, dtype=np.float32)
     return run(x, m, schedule(cfg, x.shape, rng))
@@ -161,7 +179,7 @@ def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.nda
 
 
 def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
-                 cfg: LangevinConfig, rng: np.random.Generator) -> np.ndarray:
+                 cfg: LangevinConfig, rng: np.random.Generator, log_probs: LogProbsFn | None = None) -> np.ndarray:
     """`refine` in mask space; the span is zero-padded to a multiple of the STFT hop and cropped back."""
     from .mask_langevin import mask_chain, numpy_stft
 
@@ -170,5 +188,6 @@ def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.
     mix2 = np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)])
     x = np.pad(x0, [(0, 0), (0, 0), (0, pad)])
     out = mask_chain(x, mix2, scores_from_steps(run), cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng,
-                     numpy_stft(cfg.n_fft, cfg.hop))
+                     numpy_stft(cfg.n_fft, cfg.hop), warm=cfg.warm_start, log_probs=log_probs,
+                     relabel_every=cfg.relabel_every)
     return out[..., :t]

@@ -27,9 +27,12 @@ swap; on music4 it lowers SI-SDR too, because those priors do not prefer the tru
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Callable
 
 import numpy as np
+
+from .langevin import LogProbsFn
 
 ScoresFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """scores(x (B, N, T), sigma (B,)) -> grad_x sum log p_k,sigma(x_k) for every source, (B, N, T)."""
@@ -97,16 +100,22 @@ def softmax(theta: np.ndarray, axis: int) -> np.ndarray:
 
 def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.ndarray, lr: float, temperature: float,
                rng: np.random.Generator, stft: NumpySTFT, beta: float = 0.9, delta: float = 1e-8,
-               floor: float = 1e-3) -> np.ndarray:
+               floor: float = 1e-3, warm: float = 1.0, log_probs: LogProbsFn | None = None,
+               relabel_every: int = 0) -> np.ndarray:
     """x0 (B, N, T) warm start, mix (B, T) -> refined (B, N, T) with mean over sources == mix.
 
-    One step per entry of `sigmas` (the annealing levels, largest first); T % hop == 0."""
+    One step per entry of `sigmas` (the annealing levels, largest first); T % hop == 0. The start
+    logits are `warm` times x0's: 0 starts every source at an equal share (a cold start). With
+    `log_probs` and `relabel_every` k > 0, every k steps (and after the last) the sources' masks
+    are permuted to the labelling the priors rate highest (`best_labelling`)."""
     b, n, t = x0.shape
     spec = stft.forward(mix.astype(np.float64))[:, None]  # (B, 1, L, F)
     share = np.abs(stft.forward(x0.astype(np.float64)))
-    theta = np.log(share / (share.sum(axis=1, keepdims=True) + 1e-12) + floor)
+    theta = warm * np.log(share / (share.sum(axis=1, keepdims=True) + 1e-12) + floor)
     v = None
-    for sigma in sigmas:
+    for i, sigma in enumerate(sigmas):
+        if log_probs is not None and relabel_every > 0 and i and i % relabel_every == 0:
+            theta, v = _relabel(theta, v, spec, stft, log_probs, sigma)
         p = softmax(theta, axis=1)
         x = stft.inverse(n * p * spec).astype(np.float32)
         g_x = scores(x, np.full(b, sigma, dtype=np.float32)).astype(np.float64)
@@ -118,4 +127,35 @@ def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.nda
         theta = theta + lr * precond * g
         if temperature > 0:
             theta = theta + temperature * np.sqrt(2 * lr * precond) * rng.standard_normal(theta.shape)
+    if log_probs is not None and relabel_every > 0 and len(sigmas):
+        theta, v = _relabel(theta, v, spec, stft, log_probs, sigmas[-1])
     return stft.inverse(n * softmax(theta, axis=1) * spec).astype(np.float32)
+
+
+def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
+    """x (B, N, T) -> (B, N) permutation: source k takes estimate perm[k], maximising sum_k log p_k.
+
+    A gradient chain only moves content a little at a time, so two sources that look alike
+    locally (a low triangle and a sine: straight-ish lines) can end up each holding the other
+    whole, a basin it never leaves though the priors rate the swap far worse (toy4: tens of
+    thousands of nats per second, README). Relabelling whole estimates is an exact move on the
+    same posterior: the mixture (their mean) is unchanged. It costs N prior evaluations."""
+    b, n, _ = x.shape
+    sig = np.full(b, sigma, dtype=np.float32)
+    # lp[b, k, j] = log p_k(x_j): prior k against every estimate, N calls on rolled stacks
+    lp = np.empty((b, n, n))
+    for r in range(n):
+        rolled = np.roll(x, r, axis=1)  # rolled[:, k] = x[:, (k - r) % n]
+        lp[:, np.arange(n), (np.arange(n) - r) % n] = log_probs(np.ascontiguousarray(rolled), sig)
+    perms = np.array(list(itertools.permutations(range(n))))  # (P, N); N! is small (24 for N = 4)
+    totals = lp[:, np.arange(n)[None, :], perms].sum(axis=-1)  # (B, P)
+    return perms[np.argmax(totals, axis=1)]
+
+
+def _relabel(theta: np.ndarray, v: np.ndarray | None, spec: np.ndarray, stft: NumpySTFT, log_probs: LogProbsFn,
+             sigma: float) -> tuple[np.ndarray, np.ndarray | None]:
+    n = theta.shape[1]
+    x = stft.inverse(n * softmax(theta, axis=1) * spec).astype(np.float32)
+    perm = best_labelling(x, log_probs, sigma)
+    take = lambda a: np.take_along_axis(a, perm[:, :, None, None], axis=1)  # noqa: E731
+    return take(theta), (None if v is None else take(v))

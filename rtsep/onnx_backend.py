@@ -40,6 +40,8 @@ class OnnxBackend:
         self.step = session(onnx_dir / "step.onnx", provider, threads)
         if list(metadata(self.step).get("sources", [])) != list(self.sources):
             raise BundleError(f"{onnx_dir / 'step.onnx'} was exported for other sources than encoder.onnx")
+        self._onnx_dir, self._provider_choice, self._threads = onnx_dir, provider, threads
+        self._scores: list | None = None  # per-source score graphs, loaded when relabelling first asks
         self.provider = self.step.get_providers()[0]
         self.io_binding = self.provider == CUDA if io_binding is None else io_binding
         self._device = ("cuda", 0) if self.provider == CUDA else ("cpu", 0)
@@ -47,6 +49,20 @@ class OnnxBackend:
     def encode(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, log_scale = self.encoder.run(None, {"mix": np.ascontiguousarray(mix[:, None], dtype=np.float32)})
         return mean, log_scale
+
+    def log_probs(self, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """x (B, N, T), sigma (B,) -> (B, N) log-densities, from the score_<source>.onnx graphs."""
+        if self._scores is None:
+            missing = [s for s in self.sources if not (self._onnx_dir / f"score_{s}.onnx").exists()]
+            if missing:
+                raise BundleError(f"{self._onnx_dir} has no score_{missing[0]}.onnx, which relabelling needs: "
+                                  "export with --scores")
+            self._scores = [session(self._onnx_dir / f"score_{s}.onnx", self._provider_choice, self._threads)
+                            for s in self.sources]
+        t = x.shape[-1]
+        return np.stack([sess.run(["log_prob"], {"x": np.ascontiguousarray(x[:, k : k + 1], dtype=np.float32),
+                                                 "sigma": sigma.astype(np.float32)})[0] * t
+                         for k, sess in enumerate(self._scores)], axis=1)
 
     def langevin(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
         """Run the chain, one step.onnx call per step (see `rtsep.langevin`)."""

@@ -263,3 +263,24 @@ def test_providers_cpu_only_machine():
         assert runtime.providers("auto") == ["CPUExecutionProvider"]
         with pytest.raises(RtsepError, match="CUDA"):
             runtime.providers("cuda")
+
+
+def test_backends_agree_on_the_log_densities_relabelling_uses(bundle, tmp_path):
+    from rtsep.backends import TorchBackend
+    from rtsep.onnx_backend import OnnxBackend
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(bundle[0], model_dir)
+    update_card(model_dir, "sample_rate", value=16000)  # the torch backend reads it; export does not need it
+    x = (0.2 * np.random.default_rng(4).standard_normal((3, len(SOURCES), WINDOW))).astype(np.float32)
+    sigma = np.array([0.01, 0.05, 0.2], np.float32)
+    want = TorchBackend(model_dir, threads=1).log_probs(x, sigma)
+    got = OnnxBackend(model_dir, provider="cpu", threads=1).log_probs(x, sigma)
+    assert want.shape == (3, len(SOURCES)) and np.abs(want).max() > 10.0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=0.05 * WINDOW * 1e-4)
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare)
+    for f in (bare / "onnx").glob("score_*.onnx"):
+        f.unlink()
+    with pytest.raises(BundleError, match="--scores"):
+        OnnxBackend(bare, provider="cpu", threads=1).log_probs(x, sigma)

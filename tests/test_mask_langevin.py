@@ -94,3 +94,51 @@ def test_mask_space_refine_pads_odd_lengths_is_seeded_and_cannot_invent_content(
 def test_unknown_space_is_rejected():
     with pytest.raises(ValueError, match="space"):
         LangevinConfig(space="latent")
+
+
+@pytest.mark.parametrize("space", ["mask", "signal"])
+def test_cold_start_ignores_the_warm_start_and_a_blend_does_not(space):
+    src, spectra = two_tones()
+    mix = src.mean(axis=0, keepdims=True)
+    run = run_steps(numpy_step(gaussian_scores(spectra)))
+    good = src[None].copy()
+    bad = np.random.default_rng(1).standard_normal(good.shape).astype(np.float32)
+    bad += mix[:, None] - bad.mean(axis=1, keepdims=True)  # a wrong estimate that still mixes to m
+
+    def chain(x0, warm):
+        cfg = LangevinConfig(steps=4, space=space, temperature=1.0, warm_start=warm, lr=0.1)
+        return refine(x0, mix, run, cfg, np.random.default_rng(5))
+
+    assert np.allclose(chain(good, 0.0), chain(bad, 0.0), atol=1e-5)
+    assert not np.allclose(chain(good, 0.5), chain(bad, 0.5), atol=1e-3)
+    with pytest.raises(ValueError, match="warm_start"):
+        LangevinConfig(warm_start=1.5)
+
+
+def test_relabelling_undoes_a_whole_swap_that_the_gradient_chain_keeps():
+    src, spectra = two_tones()
+    mix = src.mean(axis=0, keepdims=True)
+    swapped = np.ascontiguousarray(src[None, ::-1])  # each source holding the other whole
+    gauss = gaussian_scores(spectra)
+    run = run_steps(numpy_step(gauss))
+
+    def log_probs(x, sigma):  # the Gaussian priors' log-densities up to a constant
+        return np.stack([-0.5 * (np.abs(np.fft.rfft(x[:, k], axis=-1)) ** 2 / spectra[k]).sum(-1) / x.shape[-1]
+                         for k in range(x.shape[1])], axis=1)
+
+    from rtsep.mask_langevin import best_labelling
+
+    assert best_labelling(swapped, log_probs, 0.01).tolist() == [[1, 0]]
+    assert best_labelling(src[None], log_probs, 0.01).tolist() == [[0, 1]]
+
+    def chain(relabel):
+        cfg = LangevinConfig(steps=3, space="mask", temperature=0.0, mask_lr=0.05, relabel_every=relabel)
+        return refine(swapped, mix, run, cfg, np.random.default_rng(0), log_probs=log_probs)[0]
+
+    assert si_sdr(src, chain(0)).max() < 0.0  # three small steps cannot move a whole source across
+    assert si_sdr(src, chain(2)).min() > 20.0
+    assert np.abs(chain(2).mean(axis=0) - mix).max() < 1e-5
+    with pytest.raises(ValueError, match="relabel_every"):
+        LangevinConfig(relabel_every=4, space="signal")
+    with pytest.raises(Exception, match="log-densities"):
+        refine(swapped, mix, run, LangevinConfig(steps=2, space="mask", relabel_every=1), np.random.default_rng(0))

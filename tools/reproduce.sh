@@ -2,11 +2,11 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4  (session 6-8 LU-prior experiments in runs/, after
-#   the sets' data and, for music4-v2, runs/music4-s05a1: README "Session 6" to "Session 8")
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3  (session 6-9 LU-prior experiments in
+#   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2: README "Session 6" to "Session 9")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -130,6 +130,21 @@ if [ "$SET" = toy4-v2 ]; then
   python tools/objective_gap.py "$OUT" --data data/toy4-eval --sigma 0.01
   rtsep eval separate "$OUT" --data data/toy4-eval --steps 32 --space mask --sigma-start 0.3 --sigma-end 0.01 \
     --temperature 1 --clips 8 --seconds 1
+  exit 0
+fi
+# Session 9: a cold-started (BASIS) mask chain with relabelling moves, on toy4-v2's priors and on those priors
+# resumed 20 more minutes each (runs/t4v3, after toy4-v2). The encoder is t4v2's seed encoder, unused at warm start 0.
+COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
+if [ "$SET" = toy4-v3 ]; then
+  [ -f runs/t4v3/card.json ] || { mkdir -p runs/t4v3 && cp -r runs/t4v2/ckpt runs/t4v2/priors runs/t4v2/card.json runs/t4v2/encoder.pt runs/t4v3/ \
+    && rm runs/t4v3/ckpt/encoder.pt; }
+  for s in sine saw square triangle; do
+    rtsep train prior --source "$s" --data data/toy4 --out runs/t4v3 --flows 8 --hidden 48 --layers 5 --mixing lu \
+      --steps 3100 --minutes 20 --threads 1 --gain-min 0.7 --gain-max 1.0
+  done
+  for run in runs/t4v2 runs/t4v3; do
+    OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval $COLD --clips 20 --seconds 1 --label cold200_relabel20
+  done
   exit 0
 fi
 if [ "$SET" = music4-live ]; then
