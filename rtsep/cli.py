@@ -295,6 +295,7 @@ def eval_separate_cmd(
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
+    whole: bool = typer.Option(False, "--whole", help="Separate each clip as one block (no streaming context), not in the file geometry."),
     backend: str = typer.Option("torch", help="torch or onnx."),
     seed: int = typer.Option(0),
     label: Optional[str] = typer.Option(None, help="Store the result in the card under this key."),
@@ -309,7 +310,7 @@ def eval_separate_cmd(
     with bar(transient=True) as progress:
         task = progress.add_task("separate", total=None, info="")
         res = evaluate_separation(model, data, steps=steps, split=split, clips=clips, seconds=seconds,
-                                  backend=backend, seed=seed, progress=progress_cb(progress, task),
+                                  backend=backend, seed=seed, progress=progress_cb(progress, task), whole=whole,
                                   langevin={k: v for k, v in (("space", space), ("temperature", temperature),
                                                               ("sigma_start", sigma_start), ("sigma_end", sigma_end),
                                                               ("mask_lr", mask_lr), ("warm_start", warm_start),

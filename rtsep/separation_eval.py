@@ -15,6 +15,7 @@ import numpy as np
 
 from .card import update_card
 from .datasets.folder import SourceSet
+from .engine import BlockGeometry
 from .metrics import si_sdr, si_sdr_improvement
 from .separator import Separator, resolve_model
 
@@ -33,14 +34,20 @@ def held_out_mixtures(data: Path, sources: tuple[str, ...], sample_rate: int, sp
 
 def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: str = "test", clips: int = 40,
                         seconds: float | None = None, backend: str = "torch", seed: int = 0, progress=None,
-                        langevin: dict | None = None) -> dict:
+                        langevin: dict | None = None, whole: bool = False) -> dict:
+    """`whole`: each clip is one block (no streaming context or lookahead, padded only to the
+    encoder's stride), so a short clip is not judged inside a window that is mostly silence."""
     model_dir = resolve_model(model)
     sep_k = Separator.load(model_dir, backend=backend, steps=steps, seed=seed)
+    src, mix = held_out_mixtures(data, sep_k.sources, sep_k.sample_rate, split, clips, seconds)
+    if whole:
+        stride = sep_k.backend.stride
+        geometry = BlockGeometry(hop=-(-mix.shape[-1] // stride) * stride, context=0, lookahead=0, crossfade=0)
+        sep_k = Separator(sep_k.backend, replace(sep_k.run, geometry=geometry))
     if langevin:
         sep_k = Separator(sep_k.backend, replace(sep_k.run, langevin=replace(sep_k.run.langevin, **langevin)))
     sep_0 = Separator(sep_k.backend, replace(sep_k.run, steps=0))  # same loaded model, encoder alone
     sources = sep_k.sources
-    src, mix = held_out_mixtures(data, sources, sep_k.sample_rate, split, clips, seconds)
     n = len(sources)
     rows: dict[str, list[np.ndarray]] = {"mixture": [], "encoder": [], f"encoder+langevin{steps}": []}
     impr: dict[str, list[np.ndarray]] = {k: [] for k in rows}
@@ -60,7 +67,7 @@ def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: st
                                  "si_sdri_median": float(np.median(si[:, k])), "si_sdri_mean": float(np.mean(si[:, k]))}
                       for k, src_name in enumerate(sources)}
     result = {"model": str(model), "sources": list(sources), "steps": steps, "clips": int(len(src)), "seconds": src.shape[-1] / sep_k.sample_rate,
-              "data": str(data), "split": split, "backend": backend, "seed": seed, "table": table,
+              "data": str(data), "split": split, "backend": backend, "seed": seed, "whole_clips": whole, "table": table,
               "langevin": {**sep_k.run.langevin.__dict__, "steps": steps}}
     return result
 

@@ -26,6 +26,10 @@ def test_shipped_toy4_keeps_its_numbers(tmp_path):
     medians = [v["si_sdri_median"] for v in enc.values()]
     assert np.mean(medians) > 6.0, medians  # measured here (seed 77): 9.1 (+3.7 .. +13.0); untrained <= 0
     assert min(medians) > 1.0, medians
+    whole = evaluate_separation(model, tmp_path, steps=0, clips=20, whole=True)  # one block per clip
+    assert whole["whole_clips"] and not res["whole_clips"]
+    whole_medians = [v["si_sdri_median"] for v in whole["table"]["encoder"].values()]
+    assert whole_medians != medians and np.mean(whole_medians) > 6.0, whole_medians
 
 
 def test_seed_kl_term_gives_the_encoder_prior_gradients(tiny_priors):

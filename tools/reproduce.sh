@@ -142,8 +142,10 @@ if [ "$SET" = toy4-v3 ]; then
     rtsep train prior --source "$s" --data data/toy4 --out runs/t4v3 --flows 8 --hidden 48 --layers 5 --mixing lu \
       --steps 3100 --minutes 20 --threads 1 --gain-min 0.7 --gain-max 1.0
   done
-  for run in runs/t4v2 runs/t4v3; do
-    OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval $COLD --clips 20 --seconds 1 --label cold200_relabel20
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4v2 --data data/toy4-eval $COLD --clips 20 --seconds 1 --label cold200_relabel20
+  for run in runs/t4v2 runs/t4v3; do  # each 1 s clip as one block, not inside the 1.5 s file window
+    OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval $COLD --clips 20 --seconds 1 --whole \
+      --label cold200_relabel20_whole
   done
   exit 0
 fi
