@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from rtsep.errors import BundleError
 from rtsep.langevin import LangevinConfig, numpy_step, refine, run_steps, scores_from_steps
 from rtsep.mask_langevin import NumpySTFT, mask_chain
 from rtsep.metrics import si_sdr
@@ -140,5 +141,5 @@ def test_relabelling_undoes_a_whole_swap_that_the_gradient_chain_keeps():
     assert np.abs(chain(2).mean(axis=0) - mix).max() < 1e-5
     with pytest.raises(ValueError, match="relabel_every"):
         LangevinConfig(relabel_every=4, space="signal")
-    with pytest.raises(Exception, match="log-densities"):
+    with pytest.raises(BundleError, match="log-densities"):
         refine(swapped, mix, run, LangevinConfig(steps=2, space="mask", relabel_every=1), np.random.default_rng(0))
