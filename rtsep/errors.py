@@ -31,3 +31,9 @@ class DeviceError(RtsepError):
     """An audio device that does not exist, lacks channels, or vanished mid-stream."""
 
     exit_code = 5
+
+
+class ConfigError(RtsepError, ValueError):
+    """A setting out of its range (a Langevin option given on the command line or in a card)."""
+
+    exit_code = 6

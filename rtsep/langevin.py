@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .errors import BundleError
+from .errors import BundleError, ConfigError
 
 SPACES = ("signal", "mask")
 ScoreFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
@@ -70,11 +70,11 @@ class LangevinConfig:
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
-            raise ValueError(f"unknown Langevin space {self.space!r} ({' or '.join(SPACES)})")
+            raise ConfigError(f"unknown Langevin space {self.space!r} ({' or '.join(SPACES)})")
         if not 0.0 <= self.warm_start <= 1.0:
-            raise ValueError(f"warm_start {self.warm_start} is not in [0, 1]")
+            raise ConfigError(f"warm_start {self.warm_start} is not in [0, 1]")
         if self.relabel_every < 0 or (self.relabel_every and self.space != "mask"):
-            raise ValueError(f"relabel_every {self.relabel_every}: a count >= 0, and only in mask space")
+            raise ConfigError(f"relabel_every {self.relabel_every}: a count >= 0, and only in mask space")
 
     @classmethod
     def from_card(cls, card: dict, model_dir: Path | str, **overrides) -> "LangevinConfig":

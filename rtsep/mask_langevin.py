@@ -113,11 +113,14 @@ def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.nda
     share = np.abs(stft.forward(x0.astype(np.float64)))
     theta = warm * np.log(share / (share.sum(axis=1, keepdims=True) + 1e-12) + floor)
     v = None
+    relabel = log_probs is not None and relabel_every > 0
     for i, sigma in enumerate(sigmas):
-        if log_probs is not None and relabel_every > 0 and i and i % relabel_every == 0:
-            theta, v = _relabel(theta, v, spec, stft, log_probs, sigma)
         p = softmax(theta, axis=1)
         x = stft.inverse(n * p * spec).astype(np.float32)
+        if relabel and i and i % relabel_every == 0:  # permute what this step has already computed
+            take = _permuter(best_labelling(x, log_probs, sigma))
+            theta, p, x = take(theta), take(p), take(x)
+            v = None if v is None else take(v)
         g_x = scores(x, np.full(b, sigma, dtype=np.float32)).astype(np.float64)
         g_y = stft.inverse_adjoint(g_x)  # d/d(Re, Im) of the masked spectra
         g_p = n * (g_y.real * spec.real + g_y.imag * spec.imag)
@@ -127,9 +130,10 @@ def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.nda
         theta = theta + lr * precond * g
         if temperature > 0:
             theta = theta + temperature * np.sqrt(2 * lr * precond) * rng.standard_normal(theta.shape)
-    if log_probs is not None and relabel_every > 0 and len(sigmas):
-        theta, v = _relabel(theta, v, spec, stft, log_probs, sigmas[-1])
-    return stft.inverse(n * softmax(theta, axis=1) * spec).astype(np.float32)
+    x = stft.inverse(n * softmax(theta, axis=1) * spec).astype(np.float32)
+    if relabel and len(sigmas):
+        x = _permuter(best_labelling(x, log_probs, sigmas[-1]))(x)
+    return x
 
 
 def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
@@ -139,7 +143,8 @@ def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.nda
     locally (a low triangle and a sine: straight-ish lines) can end up each holding the other
     whole, a basin it never leaves though the priors rate the swap far worse (toy4: tens of
     thousands of nats per second, README). Relabelling whole estimates is an exact move on the
-    same posterior: the mixture (their mean) is unchanged. It costs N prior evaluations."""
+    same posterior: the mixture (their mean) is unchanged. It costs N calls of `log_probs`, each
+    running all N priors: N^2 prior passes."""
     b, n, _ = x.shape
     sig = np.full(b, sigma, dtype=np.float32)
     # lp[b, k, j] = log p_k(x_j): prior k against every estimate, N calls on rolled stacks
@@ -152,10 +157,6 @@ def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.nda
     return perms[np.argmax(totals, axis=1)]
 
 
-def _relabel(theta: np.ndarray, v: np.ndarray | None, spec: np.ndarray, stft: NumpySTFT, log_probs: LogProbsFn,
-             sigma: float) -> tuple[np.ndarray, np.ndarray | None]:
-    n = theta.shape[1]
-    x = stft.inverse(n * softmax(theta, axis=1) * spec).astype(np.float32)
-    perm = best_labelling(x, log_probs, sigma)
-    take = lambda a: np.take_along_axis(a, perm[:, :, None, None], axis=1)  # noqa: E731
-    return take(theta), (None if v is None else take(v))
+def _permuter(perm: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """perm (B, N) -> a function that reorders axis 1 of any (B, N, ...) array: out[:, k] = a[:, perm[k]]."""
+    return lambda a: np.take_along_axis(a, perm.reshape(perm.shape + (1,) * (a.ndim - 2)), axis=1)

@@ -124,3 +124,10 @@ def test_interrupt_leaves_no_partial_stem(random_model, tmp_path, monkeypatch):
                                  str(random_model), "--steps", "0"])
     assert r.exit_code == 130
     assert list((tmp_path / "out").rglob("*.wav")) == [] and list((tmp_path / "out").rglob("*.part")) == []
+
+
+def test_eval_with_an_out_of_range_chain_setting_is_one_line(toy_data):
+    r = CliRunner().invoke(app, ["eval", "separate", "toy4", "--data", str(toy_data), "--clips", "1", "--steps", "1",
+                                 "--space", "signal", "--relabel-every", "2"])
+    assert r.exit_code == 6, r.output
+    assert "relabel_every 2" in r.output and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1

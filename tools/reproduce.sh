@@ -25,11 +25,11 @@ update_card(out, "sample_rate", value=read_card(pri)["sample_rate"])
 PY
 }
 # copy_priors SRC DST: SRC's priors (and their checkpoints, so DST can resume them) and card, without
-# its encoder, as the start of another run.
+# its encoder or that encoder's evaluations, as the start of another run.
 copy_priors() {
   mkdir -p "$2/ckpt" && cp -r "$1/priors" "$2/"
   if compgen -G "$1/ckpt/prior_*.pt" > /dev/null; then cp "$1"/ckpt/prior_*.pt "$2/ckpt/"; fi
-  python -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('encoder', None); json.dump(c, open(sys.argv[2], 'w'))" \
+  python -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('encoder', None); c.pop('separation_eval', None); json.dump(c, open(sys.argv[2], 'w'))" \
     "$1/card.json" "$2/card.json"
 }
 # copy_encoder SRC DST: SRC's encoder weights and checkpoint, for DST to train on from there.
@@ -136,11 +136,18 @@ fi
 # resumed 20 more minutes each (runs/t4v3, after toy4-v2). The encoder is t4v2's seed encoder, unused at warm start 0.
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
 if [ "$SET" = toy4-v3 ]; then
-  [ -f runs/t4v3/card.json ] || { mkdir -p runs/t4v3 && cp -r runs/t4v2/ckpt runs/t4v2/priors runs/t4v2/card.json runs/t4v2/encoder.pt runs/t4v3/ \
-    && rm runs/t4v3/ckpt/encoder.pt; }
+  [ -f runs/t4v3/card.json ] || { copy_priors runs/t4v2 runs/t4v3 && with_encoder runs/t4v2 runs/t4v2 runs/t4v3; }
   for s in sine saw square triangle; do
     rtsep train prior --source "$s" --data data/toy4 --out runs/t4v3 --flows 8 --hidden 48 --layers 5 --mixing lu \
       --steps 3100 --minutes 20 --threads 1 --gain-min 0.7 --gain-max 1.0
+  done
+  python tools/swap_gap.py runs/t4v2 --data data/toy4-eval --swap sine triangle
+  python tools/cold_chain.py runs/t4v2 --data data/toy4-eval --relabel-every 0
+  python tools/cold_chain.py runs/t4v2 --data data/toy4-eval --relabel-every 20
+  python tools/cold_chain.py runs/m4v2 --data data/music4-eval --steps 60 --sigma-end 0.02 --clips 4 --seconds 2
+  for every in 0 8; do  # music4: relabelling after the encoder and 16 mask steps (6 clips of 2 s)
+    OMP_NUM_THREADS=1 rtsep eval separate runs/m4v2 --data data/music4-eval --steps 16 --space mask --sigma-start 0.1 \
+      --sigma-end 0.02 --temperature 0 --relabel-every $every --clips 6 --seconds 2
   done
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v2 --data data/toy4-eval $COLD --clips 20 --seconds 1 --label cold200_relabel20
   for run in runs/t4v2 runs/t4v3; do  # each 1 s clip as one block, not inside the 1.5 s file window
