@@ -292,6 +292,12 @@ def eval_separate_cmd(
                                                help="Share of the encoder's estimate the chain starts from (0: an equal split, BASIS's cold start; default: the card's)."),
     relabel_every: Optional[int] = typer.Option(None, min=0,
                                                 help="Mask space: every K steps give each prior the estimate it rates highest (0: never; default: the card's)."),
+    polish: Optional[int] = typer.Option(None, min=0,
+                                         help="Mask space: the last K steps without noise (default: the card's)."),
+    chains: Optional[int] = typer.Option(None, min=1,
+                                         help="Mask space: independent chains per block, keeping the one the priors rate highest (default: the card's)."),
+    rate_sigma: Optional[float] = typer.Option(None, min=0.0,
+                                               help="Noise level at which --chains are rated (0: the last sigma; default: the card's)."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -314,7 +320,9 @@ def eval_separate_cmd(
                                   langevin={k: v for k, v in (("space", space), ("temperature", temperature),
                                                               ("sigma_start", sigma_start), ("sigma_end", sigma_end),
                                                               ("mask_lr", mask_lr), ("warm_start", warm_start),
-                                                              ("relabel_every", relabel_every))
+                                                              ("relabel_every", relabel_every), ("polish", polish),
+                                                              ("chains", chains),
+                                                              ("rate_sigma", rate_sigma))
                                             if v is not None})
     print_separation(res)
     if label:

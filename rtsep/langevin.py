@@ -67,6 +67,19 @@ class LangevinConfig:
     relabel_every: int = 0
     """Mask space: every this many steps (and at the end) give each prior the estimate it rates
     highest (`rtsep.mask_langevin.best_labelling`); 0 never. Needs the backend's `log_probs`."""
+    polish: int = 0
+    """Mask space: the last this many of the `steps` run at temperature 0. On toy4 a chain without
+    noise ends 2-7 dB cleaner on saw and square but explores less (README); exploring first and
+    polishing last keeps both, and makes `chains` comparable (noise lowers every prior's rating)."""
+    chains: int = 1
+    """Mask space: run this many independent chains per block and keep, per block, the one whose
+    result the priors rate highest (sum_k log p_k at `rate_sigma`). Where a chain ends in a partial
+    sine/triangle blend depends on its noise (toy4, README). Costs `chains` times the compute.
+    Needs `log_probs`."""
+    rate_sigma: float = 0.0
+    """The noise level at which `chains` are rated; 0 is `sigma_end`. A masked estimate is never
+    artifact-free, and at sigma 0.01 the toy4 priors rate those artifacts above the separation
+    itself (the oracle ratio mask scores below a chain's blend); at 0.1 they rank by separation."""
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -75,6 +88,12 @@ class LangevinConfig:
             raise ConfigError(f"warm_start {self.warm_start} is not in [0, 1]")
         if self.relabel_every < 0 or (self.relabel_every and self.space != "mask"):
             raise ConfigError(f"relabel_every {self.relabel_every}: a count >= 0, and only in mask space")
+        if self.chains < 1 or (self.chains > 1 and self.space != "mask"):
+            raise ConfigError(f"chains {self.chains}: a count >= 1, more than 1 only in mask space")
+        if self.polish < 0 or (self.polish and self.space != "mask"):
+            raise ConfigError(f"polish {self.polish}: a count >= 0, and only in mask space")
+        if self.rate_sigma < 0:
+            raise ConfigError(f"rate_sigma {self.rate_sigma} is negative")
 
     @classmethod
     def from_card(cls, card: dict, model_dir: Path | str, **overrides) -> "LangevinConfig":
@@ -125,8 +144,9 @@ def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarra
     if cfg.steps <= 0:
         return x0
     if cfg.space == "mask":
-        if cfg.relabel_every and log_probs is None:
-            raise BundleError("relabelling needs the priors' log-densities, which this backend does not give")
+        if (cfg.relabel_every or cfg.chains > 1) and log_probs is None:
+            raise BundleError("relabelling and several chains need the priors' log-densities, which this backend "
+                              "does not give")
         return refine_masks(x0, mix, run, cfg, rng, log_probs)
     x = x0.astype(np.float32, copy=True)
     b, n, t = x.shape
@@ -185,9 +205,14 @@ def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.
 
     b, n, t = x0.shape
     pad = -t % cfg.hop
-    mix2 = np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)])
-    x = np.pad(x0, [(0, 0), (0, 0), (0, pad)])
+    c = cfg.chains
+    mix2 = np.tile(np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)]), (c, 1))  # chain j: rows j*b..
+    x = np.tile(np.pad(x0, [(0, 0), (0, 0), (0, pad)]), (c, 1, 1))
     out = mask_chain(x, mix2, scores_from_steps(run), cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng,
                      numpy_stft(cfg.n_fft, cfg.hop), warm=cfg.warm_start, log_probs=log_probs,
-                     relabel_every=cfg.relabel_every)
+                     relabel_every=cfg.relabel_every, polish=cfg.polish)
+    if c > 1:
+        sigma = cfg.rate_sigma or cfg.sigmas()[-1]
+        rated = log_probs(out, np.full(c * b, sigma, np.float32)).sum(axis=1).reshape(c, b)
+        out = out.reshape(c, b, n, -1)[rated.argmax(axis=0), np.arange(b)]
     return out[..., :t]

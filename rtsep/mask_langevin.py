@@ -101,13 +101,14 @@ def softmax(theta: np.ndarray, axis: int) -> np.ndarray:
 def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.ndarray, lr: float, temperature: float,
                rng: np.random.Generator, stft: NumpySTFT, beta: float = 0.9, delta: float = 1e-8,
                floor: float = 1e-3, warm: float = 1.0, log_probs: LogProbsFn | None = None,
-               relabel_every: int = 0) -> np.ndarray:
+               relabel_every: int = 0, polish: int = 0) -> np.ndarray:
     """x0 (B, N, T) warm start, mix (B, T) -> refined (B, N, T) with mean over sources == mix.
 
     One step per entry of `sigmas` (the annealing levels, largest first); T % hop == 0. The start
     logits are `warm` times x0's: 0 starts every source at an equal share (a cold start). With
     `log_probs` and `relabel_every` k > 0, every k steps (and after the last) the sources' masks
-    are permuted to the labelling the priors rate highest (`best_labelling`)."""
+    are permuted to the labelling the priors rate highest (`best_labelling`). The last `polish`
+    steps run without noise: they climb to the nearest mode, so the result carries no chain noise."""
     b, n, t = x0.shape
     spec = stft.forward(mix.astype(np.float64))[:, None]  # (B, 1, L, F)
     share = np.abs(stft.forward(x0.astype(np.float64)))
@@ -128,7 +129,7 @@ def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.nda
         v = g * g if v is None else beta * v + (1 - beta) * g * g
         precond = 1.0 / (np.sqrt(v) + delta)
         theta = theta + lr * precond * g
-        if temperature > 0:
+        if temperature > 0 and i < len(sigmas) - polish:
             theta = theta + temperature * np.sqrt(2 * lr * precond) * rng.standard_normal(theta.shape)
     x = stft.inverse(n * softmax(theta, axis=1) * spec).astype(np.float32)
     if relabel and len(sigmas):

@@ -3,6 +3,8 @@ priors that discriminate (here two Gaussian priors with known spectra, so the te
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +52,16 @@ def two_tones(t: int = 4096):
     lowpass = 1e-3 + 1.0 / (1 + (f / 500) ** 4)
     highpass = 1e-3 + 1.0 / (1 + (1500 / np.maximum(f, 1)) ** 4)
     return np.stack([low, high]).astype(np.float32), [lowpass, highpass]
+
+
+def gaussian_log_probs(spectra: list[np.ndarray]):
+    """The Gaussian priors' log-densities up to a constant, (B, N)."""
+
+    def log_probs(x, sigma):
+        return np.stack([-0.5 * (np.abs(np.fft.rfft(x[:, k], axis=-1)) ** 2 / spectra[k]).sum(-1) / x.shape[-1]
+                         for k in range(x.shape[1])], axis=1)
+
+    return log_probs
 
 
 def test_mask_chain_separates_under_discriminative_priors_and_keeps_the_mixture():
@@ -123,10 +135,7 @@ def test_relabelling_undoes_a_whole_swap_that_the_gradient_chain_keeps():
     gauss = gaussian_scores(spectra)
     run = run_steps(numpy_step(gauss))
 
-    def log_probs(x, sigma):  # the Gaussian priors' log-densities up to a constant
-        return np.stack([-0.5 * (np.abs(np.fft.rfft(x[:, k], axis=-1)) ** 2 / spectra[k]).sum(-1) / x.shape[-1]
-                         for k in range(x.shape[1])], axis=1)
-
+    log_probs = gaussian_log_probs(spectra)
     from rtsep.mask_langevin import best_labelling
 
     assert best_labelling(swapped, log_probs, 0.01).tolist() == [[1, 0]]
@@ -143,3 +152,46 @@ def test_relabelling_undoes_a_whole_swap_that_the_gradient_chain_keeps():
         LangevinConfig(relabel_every=4, space="signal")
     with pytest.raises(BundleError, match="log-densities"):
         refine(swapped, mix, run, LangevinConfig(steps=2, space="mask", relabel_every=1), np.random.default_rng(0))
+
+
+def test_several_chains_keep_the_one_the_priors_rate_highest_at_the_rating_sigma():
+    src, spectra = two_tones()
+    mix = src.mean(axis=0, keepdims=True)
+    run = run_steps(numpy_step(gaussian_scores(spectra)))
+    x0 = np.repeat(mix[:, None], 2, axis=1)
+    gauss, asked = gaussian_log_probs(spectra), []
+
+    def log_probs(x, sigma):
+        asked.append(float(sigma[0]))
+        return gauss(x, sigma)
+
+    cfg = LangevinConfig(steps=3, space="mask", temperature=3.0, mask_lr=0.05, chains=4, rate_sigma=0.1)
+    out = refine(x0, mix, run, cfg, np.random.default_rng(0), log_probs=log_probs)
+    assert np.allclose(asked, [0.1])
+    # the same four chains by hand (same batch shape, so the same noise), rated the same way
+    each = refine(np.tile(x0, (4, 1, 1)), mix, run, replace(cfg, chains=1), np.random.default_rng(0))
+    rated = gauss(each, None).sum(axis=1)
+    assert rated.max() - rated.min() > 1e-3 * abs(rated.max())  # the chains really ended apart
+    assert np.allclose(out[0], each[rated.argmax()])
+    assert np.abs(out[0].mean(axis=0) - mix).max() < 1e-5
+    for bad in ({"chains": 0}, {"chains": 2, "space": "signal"}, {"rate_sigma": -1.0}):
+        with pytest.raises(ValueError, match="chains|rate_sigma"):
+            LangevinConfig(**bad)
+    with pytest.raises(BundleError, match="log-densities"):
+        refine(x0, mix, run, cfg, np.random.default_rng(0))
+
+
+def test_polishing_steps_run_without_noise():
+    src, spectra = two_tones()
+    mix = src.mean(axis=0, keepdims=True)
+    run = run_steps(numpy_step(gaussian_scores(spectra)))
+    x0 = np.repeat(mix[:, None], 2, axis=1)
+
+    def chain(**kw):
+        return refine(x0, mix, run, LangevinConfig(steps=4, space="mask", mask_lr=0.05, **kw), np.random.default_rng(3))
+
+    assert np.allclose(chain(temperature=2.0, polish=4), chain(temperature=0.0), atol=1e-6)
+    assert not np.allclose(chain(temperature=2.0, polish=2), chain(temperature=0.0), atol=1e-3)
+    assert not np.allclose(chain(temperature=2.0, polish=2), chain(temperature=2.0), atol=1e-3)
+    with pytest.raises(ValueError, match="polish"):
+        LangevinConfig(polish=3, space="signal")
