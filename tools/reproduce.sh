@@ -154,6 +154,11 @@ if [ "$SET" = toy4-v3 ]; then
     OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval $COLD --clips 20 --seconds 1 --whole \
       --label cold200_relabel20_whole
   done
+  # session 10: the ratings per noise level, and the same chain without noise
+  python tools/rating_gap.py runs/t4v3 --data data/toy4-eval
+  python tools/rating_gap.py runs/t4v3 --data data/toy4-eval --chain-temperature 0
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval ${COLD/--temperature 1/--temperature 0} \
+    --clips 20 --seconds 1 --whole --label cold200_t0_whole
   exit 0
 fi
 if [ "$SET" = music4-live ]; then
