@@ -68,9 +68,10 @@ class LangevinConfig:
     """Mask space: every this many steps (and at the end) give each prior the estimate it rates
     highest (`rtsep.mask_langevin.best_labelling`); 0 never. Needs the backend's `log_probs`."""
     polish: int = 0
-    """Mask space: the last this many of the `steps` run at temperature 0. On toy4 a chain without
-    noise ends 2-7 dB cleaner on saw and square but explores less (README); exploring first and
-    polishing last keeps both, and makes `chains` comparable (noise lowers every prior's rating)."""
+    """Mask space: the last this many of the `steps` run at temperature 0, so the result carries no
+    chain noise (which lowers every prior's rating, so `chains` compare fairly). On toy4, 60 such
+    steps after a T=1 chain moved medians by at most 0.3 dB; a chain at T=0 throughout did far
+    better there (README, Session 10)."""
     chains: int = 1
     """Mask space: run this many independent chains per block and keep, per block, the one whose
     result the priors rate highest (sum_k log p_k at `rate_sigma`). Where a chain ends in a partial
@@ -78,8 +79,9 @@ class LangevinConfig:
     Needs `log_probs`."""
     rate_sigma: float = 0.0
     """The noise level at which `chains` are rated; 0 is `sigma_end`. A masked estimate is never
-    artifact-free, and at sigma 0.01 the toy4 priors rate those artifacts above the separation
-    itself (the oracle ratio mask scores below a chain's blend); at 0.1 they rank by separation."""
+    residue-free, and at sigma 0.01 the toy4 priors punish that residue more than a confusion (the
+    oracle ratio mask can rate below a chain's blend); at 0.1 the oracle mask rates near the truth,
+    but sine and triangle are told apart less (`tools/rating_gap.py`, README)."""
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
