@@ -7,7 +7,7 @@ as one batch and each is cropped to a multiple of the STFT hop, so no block padd
 prints each clip's SI-SDRi per source with every source's strongest frequency (which sources a
 failing clip confuses), then median and mean. Session 9 used it to find the relabelling move.
 
-    python tools/cold_chain.py runs/t4v2 --data data/toy4-eval [--relabel-every 20] [--steps 200]
+    python tools/cold_chain.py runs/t4v2 --data data/toy4-eval [--relabel-every 20] [--steps 200] [--seed 1]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--relabel-every", type=int, default=0)
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0, help="The chain's noise.")
     args = ap.parse_args()
     torch.set_num_threads(1)
     be = TorchBackend(args.model)
@@ -49,7 +50,7 @@ def main() -> None:
     t0 = time.time()
     out = mask_chain(np.repeat(mix[:, None], len(be.sources), axis=1), mix, scores_from_steps(be.langevin),
                      np.geomspace(args.sigma_start, args.sigma_end, args.steps), args.mask_lr, args.temperature,
-                     np.random.default_rng(0), numpy_stft(1024, 256), log_probs=be.log_probs,
+                     np.random.default_rng(args.seed), numpy_stft(1024, 256), log_probs=be.log_probs,
                      relabel_every=args.relabel_every)
     imp = np.array([si_sdr_improvement(s, o, m) for s, o, m in zip(src, out, mix)])
     print(f"{args.model}: {args.steps} steps, relabel every {args.relabel_every}, {time.time() - t0:.0f} s; "
