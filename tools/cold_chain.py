@@ -5,9 +5,11 @@ BASIS's start (every source an equal share of the mixture, no encoder), annealed
 Langevin (`rtsep.mask_langevin.mask_chain`), optionally relabelling every J steps. All clips run
 as one batch and each is cropped to a multiple of the STFT hop, so no block padding is involved;
 prints each clip's SI-SDRi per source with every source's strongest frequency (which sources a
-failing clip confuses), then median and mean. Session 9 used it to find the relabelling move.
+failing clip confuses; with --project, how each estimate blends the true sources), then median
+and mean. Session 9 used it to find the relabelling move; session 10 to see blends, not swaps.
+`held_out_crops` and `cold_chain` also serve tools/rating_gap.py.
 
-    python tools/cold_chain.py runs/t4v2 --data data/toy4-eval [--relabel-every 20] [--steps 200] [--seed 1]
+    python tools/cold_chain.py runs/t4v2 --data data/toy4-eval [--relabel-every 20] [--steps 200] [--seed 1] [--project]
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ from rtsep.metrics import si_sdr_improvement
 from rtsep.separation_eval import held_out_mixtures
 
 
+def held_out_crops(be: TorchBackend, data: Path, clips: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """(sources, mixtures) of `rtsep eval separate`'s held-out clips, cropped to a multiple of the hop."""
+    src, mix = held_out_mixtures(data, be.sources, be.sample_rate, "test", clips, seconds)
+    t = mix.shape[-1] // 256 * 256
+    return src[..., :t], mix[..., :t]
+
+
+def cold_chain(be: TorchBackend, mix: np.ndarray, steps: int = 200, sigma_start: float = 0.3, sigma_end: float = 0.01,
+               mask_lr: float = 0.1, temperature: float = 1.0, relabel_every: int = 0, seed: int = 0,
+               polish: int = 0) -> np.ndarray:
+    """mix (B, T) -> (B, N, T): the mask chain from every source an equal share, all clips one batch."""
+    return mask_chain(np.repeat(mix[:, None], len(be.sources), axis=1), mix, scores_from_steps(be.langevin),
+                      np.geomspace(sigma_start, sigma_end, steps), mask_lr, temperature, np.random.default_rng(seed),
+                      numpy_stft(1024, 256), log_probs=be.log_probs, relabel_every=relabel_every,
+                      polish=polish)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -41,23 +60,25 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0, help="The chain's noise.")
+    ap.add_argument("--polish", type=int, default=0, help="The last P steps without noise.")
+    ap.add_argument("--project", action="store_true",
+                    help="Also print each estimate's least-squares weights on the true sources (rows: estimates).")
     args = ap.parse_args()
     torch.set_num_threads(1)
     be = TorchBackend(args.model)
-    src, mix = held_out_mixtures(args.data, be.sources, be.sample_rate, "test", args.clips, args.seconds)
-    t = mix.shape[-1] // 256 * 256
-    src, mix = src[..., :t], mix[..., :t]
+    src, mix = held_out_crops(be, args.data, args.clips, args.seconds)
+    t = mix.shape[-1]
     t0 = time.time()
-    out = mask_chain(np.repeat(mix[:, None], len(be.sources), axis=1), mix, scores_from_steps(be.langevin),
-                     np.geomspace(args.sigma_start, args.sigma_end, args.steps), args.mask_lr, args.temperature,
-                     np.random.default_rng(args.seed), numpy_stft(1024, 256), log_probs=be.log_probs,
-                     relabel_every=args.relabel_every)
+    out = cold_chain(be, mix, args.steps, args.sigma_start, args.sigma_end, args.mask_lr, args.temperature,
+                     args.relabel_every, args.seed, args.polish)
     imp = np.array([si_sdr_improvement(s, o, m) for s, o, m in zip(src, out, mix)])
     print(f"{args.model}: {args.steps} steps, relabel every {args.relabel_every}, {time.time() - t0:.0f} s; "
           f"sources {', '.join(be.sources)}")
     for i, (a, s) in enumerate(zip(imp, src)):
         f0 = [np.argmax(np.abs(np.fft.rfft(x))) * be.sample_rate / t for x in s]
         print(f"clip {i}: SI-SDRi {np.round(a, 1).tolist()}  peak Hz {np.round(f0).astype(int).tolist()}")
+        if args.project:  # a blend (0.3 of one source, 0.6 of another) versus a swap (a permutation)
+            print(f"  weights {np.round(np.linalg.lstsq(s.T, out[i].T, rcond=None)[0].T.astype(np.float64), 2).tolist()}")
     print(f"median {np.round(np.median(imp, 0), 1).tolist()}  mean {np.round(imp.mean(0), 1).tolist()}")
 
 

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cold_chain import cold_chain, held_out_crops  # tools/, this script's own folder
+from objective_gap import oracle_ratio_masks
 
 from rtsep.backends import TorchBackend
 from rtsep.errors import RtsepError
-from rtsep.langevin import scores_from_steps
-from rtsep.mask_langevin import mask_chain, numpy_stft
 from rtsep.metrics import si_sdr_improvement
-from rtsep.separation_eval import held_out_mixtures
 
 
 def main() -> None:
@@ -42,19 +41,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     be = TorchBackend(args.model)
-    n = len(be.sources)
-    src, mix = held_out_mixtures(args.data, be.sources, be.sample_rate, "test", args.clips, args.seconds)
-    t = mix.shape[-1] // 256 * 256
-    src, mix = src[..., :t], mix[..., :t]
-    stft = numpy_stft(1024, 256)
-    mags = np.abs(stft.forward(src.astype(np.float64)))
-    share = mags / (mags.sum(axis=1, keepdims=True) + 1e-12)
-    estimates = {"truth": src,
-                 "oracle mask": stft.inverse(n * share * stft.forward(mix.astype(np.float64))[:, None]).astype(np.float32)}
+    src, mix = held_out_crops(be, args.data, args.clips, args.seconds)
+    estimates = {"truth": src, "oracle mask": oracle_ratio_masks(torch.from_numpy(src), torch.from_numpy(mix[:, None])).numpy()}
     if args.chain_temperature is not None:
-        estimates[f"chain T={args.chain_temperature:g}"] = mask_chain(
-            np.repeat(mix[:, None], n, axis=1), mix, scores_from_steps(be.langevin), np.geomspace(0.3, 0.01, 200),
-            0.1, args.chain_temperature, np.random.default_rng(0), stft, log_probs=be.log_probs, relabel_every=20)
+        estimates[f"chain T={args.chain_temperature:g}"] = cold_chain(
+            be, mix, temperature=args.chain_temperature, relabel_every=20)
     print(f"{args.model}: sum_k log p_k in nats per clip; sources {', '.join(be.sources)}")
     for name, x in estimates.items():
         imp = np.array([si_sdr_improvement(s, e, m) for s, e, m in zip(src, x, mix)])

@@ -154,7 +154,13 @@ if [ "$SET" = toy4-v3 ]; then
     OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval $COLD --clips 20 --seconds 1 --whole \
       --label cold200_relabel20_whole
   done
-  # session 10: the ratings per noise level, and the same chain without noise
+  # session 10: blends, not swaps; the chain's noise; best of seeds; polish; the ratings per noise level
+  python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --project
+  for seed in 1 2; do python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --seed $seed; done
+  for seed in 0 1; do python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --seed $seed --polish 60; done
+  python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --temperature 0
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval $COLD --chains 4 --rate-sigma 0.1 --polish 60 \
+    --clips 8 --seconds 1 --whole
   python tools/rating_gap.py runs/t4v3 --data data/toy4-eval
   python tools/rating_gap.py runs/t4v3 --data data/toy4-eval --chain-temperature 0
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval ${COLD/--temperature 1/--temperature 0} \
