@@ -297,7 +297,13 @@ def eval_separate_cmd(
     chains: Optional[int] = typer.Option(None, min=1,
                                          help="Mask space: independent chains per block, keeping the one the priors rate highest (default: the card's)."),
     rate_sigma: Optional[float] = typer.Option(None, min=0.0,
-                                               help="Noise level at which --chains are rated (0: the last sigma; default: the card's)."),
+                                               help="Noise level at which --chains and --swaps are rated (0: the last sigma; default: the card's)."),
+    swaps: Optional[int] = typer.Option(None, min=0,
+                                        help="Mask space: rounds of swap-and-relax moves after the chain (default: the card's)."),
+    swap_steps: Optional[int] = typer.Option(None, min=1,
+                                             help="Noise-free steps relaxing each --swaps proposal (default: the card's)."),
+    swap_sigma: Optional[float] = typer.Option(None, min=1e-6,
+                                               help="First noise level of that relaxation (default: the card's)."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -321,8 +327,9 @@ def eval_separate_cmd(
                                                               ("sigma_start", sigma_start), ("sigma_end", sigma_end),
                                                               ("mask_lr", mask_lr), ("warm_start", warm_start),
                                                               ("relabel_every", relabel_every), ("polish", polish),
-                                                              ("chains", chains),
-                                                              ("rate_sigma", rate_sigma))
+                                                              ("chains", chains), ("rate_sigma", rate_sigma),
+                                                              ("swaps", swaps), ("swap_steps", swap_steps),
+                                                              ("swap_sigma", swap_sigma))
                                             if v is not None})
     print_separation(res)
     if label:

@@ -82,6 +82,14 @@ class LangevinConfig:
     residue-free, and at sigma 0.01 the toy4 priors punish that residue more than a confusion (the
     oracle ratio mask can rate below a chain's blend); at 0.1 the oracle mask rates near the truth,
     but sine and triangle are told apart less (`tools/rating_gap.py`, README)."""
+    swaps: int = 0
+    """Mask space: rounds of swap-and-relax moves after the chain (`rtsep.mask_langevin.swap_moves`):
+    every pair swap of whole estimates, each relaxed by `swap_steps` noise-free steps from
+    `swap_sigma` to `sigma_end`, the best rated at `rate_sigma` kept. It leaves basins a gradient
+    chain cannot, where two moves must be made at once (toy4: sine and triangle, README Session 11).
+    Needs `log_probs`; costs (1 + N(N-1)/2) x `swap_steps` steps a round."""
+    swap_steps: int = 40
+    swap_sigma: float = 0.05
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -96,6 +104,10 @@ class LangevinConfig:
             raise ConfigError(f"polish {self.polish}: a count >= 0, and only in mask space")
         if self.rate_sigma < 0:
             raise ConfigError(f"rate_sigma {self.rate_sigma} is negative")
+        if self.swaps < 0 or (self.swaps and self.space != "mask"):
+            raise ConfigError(f"swaps {self.swaps}: a count >= 0, and only in mask space")
+        if self.swap_steps < 1 or self.swap_sigma <= 0:
+            raise ConfigError(f"swap_steps {self.swap_steps} must be >= 1 and swap_sigma {self.swap_sigma} > 0")
 
     @classmethod
     def from_card(cls, card: dict, model_dir: Path | str, **overrides) -> "LangevinConfig":
@@ -146,8 +158,8 @@ def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarra
     if cfg.steps <= 0:
         return x0
     if cfg.space == "mask":
-        if (cfg.relabel_every or cfg.chains > 1) and log_probs is None:
-            raise BundleError("relabelling and several chains need the priors' log-densities, which this backend "
+        if (cfg.relabel_every or cfg.chains > 1 or cfg.swaps) and log_probs is None:
+            raise BundleError("relabelling, swaps and several chains need the priors' log-densities, which this backend "
                               "does not give")
         return refine_masks(x0, mix, run, cfg, rng, log_probs)
     x = x0.astype(np.float32, copy=True)
@@ -203,18 +215,21 @@ def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.nda
 def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
                  cfg: LangevinConfig, rng: np.random.Generator, log_probs: LogProbsFn | None = None) -> np.ndarray:
     """`refine` in mask space; the span is zero-padded to a multiple of the STFT hop and cropped back."""
-    from .mask_langevin import mask_chain, numpy_stft
+    from .mask_langevin import mask_chain, numpy_stft, swap_moves
 
     b, n, t = x0.shape
     pad = -t % cfg.hop
     c = cfg.chains
     mix2 = np.tile(np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)]), (c, 1))  # chain j: rows j*b..
     x = np.tile(np.pad(x0, [(0, 0), (0, 0), (0, pad)]), (c, 1, 1))
-    out = mask_chain(x, mix2, scores_from_steps(run), cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng,
-                     numpy_stft(cfg.n_fft, cfg.hop), warm=cfg.warm_start, log_probs=log_probs,
-                     relabel_every=cfg.relabel_every, polish=cfg.polish)
+    scores, stft = scores_from_steps(run), numpy_stft(cfg.n_fft, cfg.hop)
+    out = mask_chain(x, mix2, scores, cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng, stft,
+                     warm=cfg.warm_start, log_probs=log_probs, relabel_every=cfg.relabel_every, polish=cfg.polish)
+    sigma = cfg.rate_sigma or cfg.sigmas()[-1]
     if c > 1:
-        sigma = cfg.rate_sigma or cfg.sigmas()[-1]
         rated = log_probs(out, np.full(c * b, sigma, np.float32)).sum(axis=1).reshape(c, b)
         out = out.reshape(c, b, n, -1)[rated.argmax(axis=0), np.arange(b)]
+    if cfg.swaps:
+        out = swap_moves(out, mix2[:b], scores, log_probs, np.geomspace(cfg.swap_sigma, cfg.sigma_end, cfg.swap_steps),
+                         cfg.mask_lr, stft, sigma, cfg.swaps)
     return out[..., :t]

@@ -137,6 +137,38 @@ def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.nda
     return x
 
 
+def swap_moves(x: np.ndarray, mix: np.ndarray, scores: ScoresFn, log_probs: LogProbsFn, sigmas: np.ndarray,
+               lr: float, stft: NumpySTFT, rate_sigma: float, rounds: int) -> np.ndarray:
+    """x (B, N, T), mix (B, T) -> (B, N, T): `rounds` of swap-and-relax moves (basin hopping).
+
+    Some wrong basins take two moves at once to leave. On toy4 a cold chain gives a triangle's
+    fundamental to the sine prior (alone it is a sine), the real sine to the triangle prior (a sine
+    is nearly a triangle), and the triangle's upper partials to the square: relabelling alone
+    changes nothing (both priors hold a pure sine), moving the partials alone rates worse. So each
+    round proposes every pair swap of whole estimates, relaxes each proposal and the unswapped
+    estimate alike by a short noise-free mask chain over `sigmas` (warm-started from them), and
+    keeps per block the candidate the priors rate highest at `rate_sigma`. After the swap, the
+    triangle prior pulls its partials back from the square. Rounds stop early once no block takes a
+    swap (the relaxation is deterministic). Costs (1 + N(N-1)/2) x len(sigmas) chain steps a round."""
+    b, n, t = x.shape
+    perms = [np.arange(n)]
+    for j, k in itertools.combinations(range(n), 2):
+        p = np.arange(n)
+        p[[j, k]] = k, j
+        perms.append(p)
+    c = len(perms)
+    mix_c = np.repeat(mix, c, axis=0)
+    sig = np.full(b * c, rate_sigma, dtype=np.float32)
+    for _ in range(rounds):
+        cand = x[:, np.stack(perms)].reshape(b * c, n, t)  # rows i*c .. i*c + c-1: block i's candidates
+        relaxed = mask_chain(cand, mix_c, scores, sigmas, lr, 0.0, np.random.default_rng(0), stft, warm=1.0)
+        best = log_probs(relaxed, sig).sum(axis=1).reshape(b, c).argmax(axis=1)
+        x = relaxed.reshape(b, c, n, t)[np.arange(b), best]
+        if not best.any():
+            break
+    return x
+
+
 def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
     """x (B, N, T) -> (B, N) permutation: source k takes estimate perm[k], maximising sum_k log p_k.
 

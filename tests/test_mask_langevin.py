@@ -195,3 +195,48 @@ def test_polishing_steps_run_without_noise():
     assert not np.allclose(chain(temperature=2.0, polish=2), chain(temperature=2.0), atol=1e-3)
     with pytest.raises(ValueError, match="polish"):
         LangevinConfig(polish=3, space="signal")
+
+
+def three_tones(t: int = 4096):
+    """two_tones plus a 1 kHz tone under a band-pass prior."""
+    (low, high), (lowpass, highpass) = two_tones(t)
+    n, f = np.arange(t) / SR, np.fft.rfftfreq(t, 1 / SR)
+    mid = (0.7 * np.sin(2 * np.pi * 1000 * n + 2.0)).astype(np.float32)
+    bandpass = 1e-3 + 1.0 / (1 + ((f - 1000) / 200) ** 4)
+    return np.stack([low, high, mid]), [lowpass, highpass, bandpass]
+
+
+def test_swap_moves_leave_a_swap_the_chain_keeps_and_pick_what_the_priors_rate_highest():
+    from rtsep.mask_langevin import swap_moves
+
+    src, spectra = three_tones()
+    mix = src.mean(axis=0, keepdims=True)
+    start = np.ascontiguousarray(src[None, [1, 0, 2]])  # the low and high tones each in the other's source
+    run = run_steps(numpy_step(gaussian_scores(spectra)))
+    gauss, asked = gaussian_log_probs(spectra), []
+
+    def log_probs(x, sigma):
+        asked.append(len(x))
+        return gauss(x, sigma)
+
+    cfg = LangevinConfig(steps=3, space="mask", temperature=0.0, mask_lr=0.05, swap_steps=3, swap_sigma=0.02)
+    kept = refine(start, mix, run, cfg, np.random.default_rng(0))[0]
+    assert si_sdr(src[:2], kept[:2]).max() < 0.0  # three small steps cannot move a whole source across
+    out = refine(start, mix, run, replace(cfg, swaps=4), np.random.default_rng(0), log_probs=log_probs)[0]
+    assert si_sdr(src, out).min() > 20.0, si_sdr(src, out)
+    assert np.abs(out.mean(axis=0) - mix).max() < 1e-5
+    assert asked == [4, 4]  # 1 + 3 pair swaps a round; round 2 took no swap, so rounds 3-4 never ran
+    # round 1 by hand: every pair swap of the chain's result, relaxed alike, the best rated kept
+    scores, sigmas = scores_from_steps(run), np.geomspace(0.02, 0.01, 3)
+    cand = kept[None, [[0, 1, 2], [1, 0, 2], [2, 1, 0], [0, 2, 1]]][0]
+    relaxed = mask_chain(cand, np.repeat(mix, 4, axis=0), scores, sigmas, 0.05, 0.0, np.random.default_rng(0),
+                         NumpySTFT(1024, 256), warm=1.0)
+    rated = gauss(relaxed, None).sum(axis=1)
+    assert rated.argmax() == 1
+    one = swap_moves(kept[None], mix, scores, gauss, sigmas, 0.05, NumpySTFT(1024, 256), 0.01, 1)[0]
+    assert np.allclose(one, relaxed[1])
+    for bad in ({"swaps": -1}, {"swaps": 1, "space": "signal"}, {"swap_steps": 0}, {"swap_sigma": 0.0}):
+        with pytest.raises(ValueError, match="swap"):
+            LangevinConfig(**bad)
+    with pytest.raises(BundleError, match="log-densities"):
+        refine(start, mix, run, replace(cfg, swaps=1), np.random.default_rng(0))
