@@ -2,8 +2,8 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3  (session 6-9 LU-prior experiments in
-#   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2: README "Session 6" to "Session 9")
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3  (session 6-11 LU-prior experiments in
+#   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2: README "Session 6" to "Session 11")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3}
@@ -165,6 +165,21 @@ if [ "$SET" = toy4-v3 ]; then
   python tools/rating_gap.py runs/t4v3 --data data/toy4-eval --chain-temperature 0
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval ${COLD/--temperature 1/--temperature 0} \
     --clips 20 --seconds 1 --whole --label cold200_t0_whole
+  # Session 11: who holds which partial after that chain; swap-and-relax moves after it (the table's
+  # row); the sine and triangle priors fine-tuned with the leak margin (runs/t4c, 14 min each), leak gaps.
+  python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --temperature 0 --partials
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval ${COLD/--temperature 1/--temperature 0} \
+    --swaps 2 --clips 20 --seconds 1 --whole --label cold200_t0_swaps2_whole
+  if [ ! -f runs/t4c/card.json ]; then  # no prior checkpoints: --init-from starts each fine-tuning run
+    mkdir -p runs/t4c && cp -r runs/t4v3/priors runs/t4v3/card.json runs/t4v3/encoder.pt runs/t4c/
+  fi
+  for s in sine triangle; do
+    rtsep train prior --source "$s" --data data/toy4 --out runs/t4c --init-from runs/t4v3 --contrast 1 \
+      --contrast-margin 0.5 --lr 3e-4 --steps 500 --minutes 18 --threads 1
+  done
+  for run in runs/t4v3 runs/t4c; do
+    python tools/leak_gap.py "$run" --data data/toy4-eval --sources sine triangle --sigmas 0.01 0.03 0.1
+  done
   exit 0
 fi
 if [ "$SET" = music4-live ]; then
