@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--polish", type=int, default=0, help="The last P steps without noise.")
     ap.add_argument("--swaps", type=int, default=0, help="Rounds of swap-and-relax moves after the chain.")
     ap.add_argument("--partials", action="store_true",
-                    help="Also print, per true source, how the estimates share its strongest STFT bins.")
+                    help="Also print, per true source, how the estimates share its three strongest partials.")
     ap.add_argument("--project", action="store_true",
                     help="Also print each estimate's least-squares weights on the true sources (rows: estimates).")
     args = ap.parse_args()
