@@ -170,6 +170,8 @@ if [ "$SET" = toy4-v3 ]; then
   python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --temperature 0 --partials
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval ${COLD/--temperature 1/--temperature 0} \
     --swaps 2 --clips 20 --seconds 1 --whole --label cold200_t0_swaps2_whole
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval \
+    ${COLD/--temperature 1 --mask-lr 0.1 --warm-start 0/--temperature 0 --mask-lr 0.1 --warm-start 1} --swaps 2 --clips 8 --seconds 1 --whole
   if [ ! -f runs/t4c/card.json ]; then  # no prior checkpoints: --init-from starts each fine-tuning run
     mkdir -p runs/t4c && cp -r runs/t4v3/priors runs/t4v3/card.json runs/t4v3/encoder.pt runs/t4c/
   fi
