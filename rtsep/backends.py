@@ -15,18 +15,23 @@ from .nn.score import step_function
 class TorchBackend:
     """Encoder + priors of a model directory, run eagerly with torch."""
 
-    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path, threads: int | None = None, encoder: bool = True) -> None:
+        """`encoder=False`: the priors alone (their chain and log-densities), for a model whose encoder
+        is not trained yet (`rtsep data distill` labels its training set)."""
+        from .errors import BundleError
         from .train.encoder import load_encoder
         from .train.prior import load_prior
 
         if threads:
             torch.set_num_threads(threads)
         card = read_card(model_dir)
-        self.encoder = load_encoder(model_dir)
-        self.sources = tuple(self.encoder.cfg.sources)
+        self.encoder = load_encoder(model_dir) if encoder else None
+        self.sources = tuple(self.encoder.cfg.sources if self.encoder else card.get("priors", {}))
+        if not self.sources:
+            raise BundleError(f"{model_dir} holds no priors: train them first with `rtsep train prior`")
         self.priors = [load_prior(model_dir, s) for s in self.sources]
         self.sample_rate = int(card["sample_rate"])
-        self.stride = self.encoder.cfg.stride
+        self.stride = self.encoder.cfg.stride if self.encoder else 1
         self._step = step_function(self.priors)
 
     @torch.no_grad()

@@ -111,6 +111,42 @@ def data_music4(
     out.print(f"wrote music4 {m['splits']} to {out_dir}")
 
 
+@data_app.command("distill")
+@one_line_errors
+def data_distill(
+    model_dir: Path = typer.Argument(..., help="Model directory whose priors label the mixtures."),
+    out_dir: Path = typer.Argument(..., help="Output folder OUT/train/<source>/*.wav (the chain's estimates)."),
+    data: Path = typer.Option(..., help="Source-only set the training mixtures are drawn from (only their mix is used)."),
+    clips: int = typer.Option(96, min=1, help="Mixtures to separate."),
+    seconds: float = typer.Option(0.512, min=0.01, help="Mixture length in seconds (cut to a multiple of the hop)."),
+    seed: int = typer.Option(7, help="Mixture i depends only on (seed, i)."),
+    batch: int = typer.Option(8, min=1, help="Mixtures per chain batch."),
+    steps: int = typer.Option(200, min=1, help="Mask-chain steps."),
+    sigma_start: float = typer.Option(0.3, min=1e-6), sigma_end: float = typer.Option(0.01, min=1e-6),
+    mask_lr: float = typer.Option(0.1, min=0.0), temperature: float = typer.Option(0.0, min=0.0),
+    relabel_every: int = typer.Option(20, min=0), swaps: int = typer.Option(2, min=0),
+    swap_steps: int = typer.Option(40, min=1), swap_sigma: float = typer.Option(0.05, min=1e-6),
+    shard: str = typer.Option("0/1", help="I/N: this process separates batches j with j % N == I (run N at once)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
+) -> None:
+    """Label stem-free mixtures with the priors' cold mask chain + swap moves, for `train encoder --objective distill`."""
+    from .distill import ChainTargets, make_distill_set
+    from .train.progress import bar
+
+    set_threads(threads)
+    try:
+        index, count = (int(v) for v in shard.split("/"))
+    except ValueError:
+        fail(f"--shard {shard!r}: expected I/N, e.g. 0/2")
+    cfg = ChainTargets(clips=clips, seconds=seconds, seed=seed, batch=batch, steps=steps, sigma_start=sigma_start,
+                       sigma_end=sigma_end, mask_lr=mask_lr, temperature=temperature, relabel_every=relabel_every,
+                       swaps=swaps, swap_steps=swap_steps, swap_sigma=swap_sigma)
+    with bar() as progress:
+        task = progress.add_task(f"distill {shard}", total=None, info="")
+        m = make_distill_set(model_dir, data, out_dir, cfg, (index, count), progress_cb(progress, task))
+    out.print(f"wrote {clips} labelled mixtures to {out_dir}" if m else f"shard {shard} done; other shards unfinished")
+
+
 @train_app.command("prior")
 @one_line_errors
 def train_prior_cmd(
@@ -209,7 +245,7 @@ def eval_priors_cmd(
 def train_encoder_cmd(
     model_dir: Path = typer.Argument(..., help="Model directory holding trained priors."),
     data: Path = typer.Option(..., help="Source-only data folder DATA/train/<source>/*.wav or DATA/<source>/*.wav"),
-    objective: str = typer.Option("seed", help="seed (KL to the priors + mixture term) or supervised (comparison)."),
+    objective: str = typer.Option("seed", help="seed (KL to the priors + mixture term), distill (regress a `rtsep data distill` set: the priors' own separations, no stems) or supervised (comparison)."),
     steps: int = typer.Option(2000, min=1),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
     batch: int = typer.Option(8, min=1),

@@ -7,7 +7,9 @@ with s_hat ~ q by reparameterisation and the KL estimated by Monte Carlo. The pr
 learns from them; the thesis code detached it and so trained on the mixture term alone.
 Training mixtures are sums of independent random excerpts of the source-only sets: no paired
 stems are used by the seed objective. `supervised` (labelled as such everywhere) regresses the
-excerpts that were mixed, as a comparison.
+excerpts that were mixed, as a comparison. `distill` regresses the priors' own separations of
+stem-free mixtures (`rtsep data distill`): the same loss as `supervised`, but its targets are the
+mask chain's estimates, so no stems reach it; its training mixtures remix those estimates.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .prior import load_prior, prior_paths
 from .progress import bar
 
 LOG_2PI = math.log(2 * math.pi)
-OBJECTIVES = ("seed", "supervised")
+OBJECTIVES = ("seed", "supervised", "distill")
 
 
 @dataclass
@@ -145,6 +147,24 @@ def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> t
     return 100 * mse + 0.01 * nll, {"mse": mse.item()}
 
 
+def check_objective_data(data: Path, objective: str, sources: list[str], sample_rate: int) -> dict | None:
+    """The `rtsep data distill` manifest when `objective` is distill; refuses data that would mislabel
+    the objective (chain estimates called stems, or stems called chain estimates)."""
+    from ..distill import read_distill_manifest
+
+    m = read_distill_manifest(data)
+    if objective == "distill":
+        if m is None:
+            raise DataError(f"{data} is not a `rtsep data distill` set: --objective distill regresses the priors' "
+                            "chain estimates, made by that command")
+        if m["sources"] != sources or m["sample_rate"] != sample_rate:
+            raise DataError(f"{data} holds {m['sources']} at {m['sample_rate']} Hz, not this model's {sources} at "
+                            f"{sample_rate} Hz")
+    elif m is not None:
+        raise DataError(f"{data} holds chain estimates, not source recordings: train on it with --objective distill")
+    return m
+
+
 def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: EncoderTraining,
                   minutes: float | None = None, show: bool = True) -> dict:
     """Train (or resume) the encoder of MODEL_DIR; returns the card entry written."""
@@ -161,6 +181,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         raise BundleError(f"encoder config does not match the priors of {model_dir} ({sources} at {sr} Hz)")
     if tr.segment % cfg.stride:
         raise DataError(f"segment must be a multiple of {cfg.stride}")
+    targets = check_objective_data(data, tr.objective, sources, sr)
     sets = [SourceSet.load(data, s, sr, "train") for s in sources]
     priors = [load_prior(model_dir, s).requires_grad_(False) for s in sources]
     weights, ckpt_path = encoder_paths(model_dir)
@@ -221,5 +242,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     entry = {"config": cfg.to_dict(),
              "training": {**asdict(tr), "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
                           "history": history[-20:], "runs": runs, **provenance()}}
+    if targets:  # what labelled the distillation set: which priors, which chain, no stems
+        entry["training"]["targets"] = {k: targets[k] for k in ("model", "priors", "data", "stems_used", "chain")}
     update_card(model_dir, "encoder", value=entry)
     return entry
