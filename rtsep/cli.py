@@ -264,6 +264,8 @@ def train_encoder_cmd(
     front: str = typer.Option("learned", help="learned (Conv-TasNet basis) or stft (ratio masks: cannot invent content)."),
     n_fft: int = typer.Option(1024, help="STFT size of the stft front end (its hop is --stride)."),
     stride: int = typer.Option(16, help="Frame hop of the encoder in samples."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from this model directory's encoder (its config; "
+                                             "fresh optimiser), e.g. the seed objective after --objective distill."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
     """Train the amortized posterior q(s_k | m) of every source with the seed objective."""
@@ -284,7 +286,7 @@ def train_encoder_cmd(
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
                          kl_sigma_start=kl_sigma_start or None, active_start=active_start,
                          noise_floor=noise_floor)
-    entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes)
+    entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes, init_from=init_from)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")
 

@@ -97,3 +97,12 @@ def test_distill_objective_regresses_the_labels_and_refuses_other_data(priors_on
     t = entry["training"]
     assert t["objective"] == "distill" and t["targets"]["stems_used"] is False
     assert t["targets"]["priors"] == priors_fingerprint(priors_only, sources) and t["data"] == str(distilled)
+    # the seed objective continued from the distilled encoder: its weights and config are the start
+    seeded = tmp_path / "seeded"
+    shutil.copytree(priors_only, seeded)
+    other = EncoderConfig(sources=sources, filters=8, bottleneck=8, hidden=8, blocks=1)  # ignored: init's config wins
+    entry = train_encoder(seeded, toy_data, other, EncoderTraining(objective="seed", steps=1, **{**tr, "lr": 0.0}),
+                          show=False, init_from=model)
+    assert entry["training"]["init_from"] == str(model) and entry["config"] == cfg.to_dict()
+    a, b = load_encoder(seeded).state_dict(), load_encoder(model).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

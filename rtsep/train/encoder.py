@@ -166,8 +166,12 @@ def check_objective_data(data: Path, objective: str, sources: list[str], sample_
 
 
 def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: EncoderTraining,
-                  minutes: float | None = None, show: bool = True) -> dict:
-    """Train (or resume) the encoder of MODEL_DIR; returns the card entry written."""
+                  minutes: float | None = None, show: bool = True, init_from: Path | None = None) -> dict:
+    """Train (or resume) the encoder of MODEL_DIR; returns the card entry written.
+
+    `init_from`: a model directory whose encoder starts a new run (its config; fresh optimiser and
+    schedule), e.g. the seed objective continued from a distilled encoder: does the seed objective
+    keep the basin the chain found, or leave it?"""
     if tr.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {tr.objective!r} (choose from {', '.join(OBJECTIVES)})")
     model_dir = Path(model_dir)
@@ -176,7 +180,8 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     if not sources:
         raise BundleError(f"{model_dir} holds no priors: train them first with `rtsep train prior`")
     sr = card["sample_rate"]
-    cfg = cfg or EncoderConfig(sources=sources, sample_rate=sr)
+    start = load_encoder(Path(init_from)) if init_from is not None else None
+    cfg = start.cfg if start is not None else cfg or EncoderConfig(sources=sources, sample_rate=sr)
     if list(cfg.sources) != sources or cfg.sample_rate != sr:
         raise BundleError(f"encoder config does not match the priors of {model_dir} ({sources} at {sr} Hz)")
     if tr.segment % cfg.stride:
@@ -191,6 +196,9 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     rng = np.random.default_rng(tr.seed)
     step, elapsed, history = 0, 0.0, []
     ckpt = load_checkpoint(ckpt_path)
+    was_init = str(init_from) if start is not None else None
+    if start is not None and ckpt is None:
+        enc.load_state_dict(start.state_dict())
     if ckpt is not None:
         if ckpt["config"] != cfg.to_dict() or ckpt["training"]["objective"] != tr.objective:
             raise BundleError(f"checkpoint {ckpt_path} was made with another config; remove it to restart")
@@ -199,6 +207,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         rng = restore_rng(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
+        was_init = ckpt.get("init_from")
     # Resuming on other data or under retrained priors (the priors are the seed objective's target) is
     # allowed; the card lists each with the step it joined at.
     was = card.get("encoder", {}).get("training", {}).get("data", "?")  # checkpoints from before runs existed
@@ -211,7 +220,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, config=cfg.to_dict(), training=asdict(tr), model=enc.state_dict(),
                         opt=opt.state_dict(), rng=rng_state(rng), torch_rng=torch.get_rng_state(), step=step,
-                        elapsed=elapsed, history=history, runs=runs)
+                        elapsed=elapsed, history=history, runs=runs, init_from=was_init)
 
     enc.train()
     t0, ema = time.monotonic(), None
@@ -241,7 +250,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     save_weights(weights, enc)
     entry = {"config": cfg.to_dict(),
              "training": {**asdict(tr), "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
-                          "history": history[-20:], "runs": runs, **provenance()}}
+                          "init_from": was_init, "history": history[-20:], "runs": runs, **provenance()}}
     if targets:  # what labelled the distillation set: which priors, which chain, no stems
         entry["training"]["targets"] = {k: targets[k] for k in ("model", "priors", "data", "stems_used", "chain")}
     update_card(model_dir, "encoder", value=entry)
