@@ -2,11 +2,12 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3  (session 6-11 LU-prior experiments in
-#   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2: README "Session 6" to "Session 11")
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill  (session 6-12 LU-prior experiments in
+#   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3:
+#   README "Session 6" to "Session 12")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -135,6 +136,21 @@ fi
 # Session 9: a cold-started (BASIS) mask chain with relabelling moves, on toy4-v2's priors and on those priors
 # resumed 20 more minutes each (runs/t4v3, after toy4-v2). The encoder is t4v2's seed encoder, unused at warm start 0.
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
+if [ "$SET" = toy4-distill ]; then
+  # Session 12: the runs/t4v3 priors label 48 stem-free training mixtures of 0.512 s with the cold
+  # noise-free chain + 2 swap rounds (two shards at once, one core each; ~35 min); an encoder regresses
+  # those labels (runs/t4d), evaluated alone and warm-starting a shorter chain; then the seed
+  # objective continued from it (runs/t4ds). The labels' quality against the excerpts the mixtures
+  # were made of is measured only (tools/label_quality.py), never trained on.
+  for i in 0 1; do
+    OMP_NUM_THREADS=1 rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 48 --threads 1 --shard $i/2 &
+  done
+  wait
+  rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 48 --threads 1  # the manifest, if a shard lost the race
+  python tools/label_quality.py data/toy4-distill --data data/toy4
+  #DISTILL-STEPS#
+  exit 0
+fi
 if [ "$SET" = toy4-v3 ]; then
   [ -f runs/t4v3/card.json ] || { copy_priors runs/t4v2 runs/t4v3 && with_encoder runs/t4v2 runs/t4v2 runs/t4v3; }
   for s in sine saw square triangle; do
