@@ -258,6 +258,7 @@ def train_encoder_cmd(
     kl_sigma_start: float = typer.Option(0.3, help="Initial KL noise level, annealed down to --kl-sigma (0: off)."),
     active_start: float = typer.Option(1.0, min=0.0, max=1.0, help="Initial chance a source plays in a mixture (annealed to 1)."),
     noise_floor: float = typer.Option(1e-3, min=0.0, help="Smallest std of q (seed objective): no estimate is exactly silent."),
+    pitch_shift: float = typer.Option(0.0, min=0.0, max=24.0, help="Shift each excerpt's pitch by a random amount in +-this many semitones before mixing."),
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
@@ -285,7 +286,7 @@ def train_encoder_cmd(
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
                          kl_sigma_start=kl_sigma_start or None, active_start=active_start,
-                         noise_floor=noise_floor)
+                         noise_floor=noise_floor, pitch_shift=pitch_shift)
     entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes, init_from=init_from)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")

@@ -106,3 +106,21 @@ def test_distill_objective_regresses_the_labels_and_refuses_other_data(priors_on
     assert entry["training"]["init_from"] == str(model) and entry["config"] == cfg.to_dict()
     a, b = load_encoder(seeded).state_dict(), load_encoder(model).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pitch_shift_moves_a_tone_by_the_drawn_ratio_without_aliasing():
+    from rtsep.train.encoder import shifted_excerpt
+
+    t = np.arange(16000) / 16000
+    tone = SourceSet("tone", [np.sin(2 * np.pi * 440 * t).astype(np.float32)])
+    tr = EncoderTraining(segment=8192, pitch_shift=12, gain_min=1.0, gain_max=1.0)
+    for seed in range(4):
+        y = shifted_excerpt(tone, np.random.default_rng(seed), tr)
+        ratio = 2 ** (np.random.default_rng(seed).uniform(-12, 12) / 12)  # the first draw is the shift
+        spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+        assert y.shape == (8192,) and abs(np.argmax(spec) * 16000 / 8192 - 440 * ratio) < 4, (seed, ratio)
+        assert np.abs(y[-256:]).max() > 0.9  # the excerpt is long enough: no silent tail
+    high = SourceSet("high", [np.sin(2 * np.pi * 7000 * t).astype(np.float32)])
+    seed = next(i for i in range(100) if np.random.default_rng(i).uniform(-12, 12) > 4)  # 7 kHz -> above 8.8 kHz
+    y = shifted_excerpt(high, np.random.default_rng(seed), tr)
+    assert np.sqrt(np.mean(y[512:-512] ** 2)) < 0.02  # removed, not folded back below Nyquist
