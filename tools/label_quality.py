@@ -3,9 +3,11 @@
 
 Measurement only. Nothing trains on those excerpts: `rtsep data distill` mixes and drops them, and
 this tool redraws them from the set's manifest (mixture i depends only on (seed, i)) to say how
-many labels the distilled encoder learns from are wrong.
+many labels the distilled encoder learns from are wrong. With --encoder, also how that model's
+encoder fits those training mixtures, against the labels and against the excerpts (does it fit
+and not generalise, or not even fit?).
 
-    python tools/label_quality.py data/toy4-distill --data data/toy4
+    python tools/label_quality.py data/toy4-distill --data data/toy4 [--encoder runs/t4d]
 """
 
 from __future__ import annotations
@@ -16,36 +18,50 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from rtsep.datasets.folder import SourceSet
 from rtsep.distill import ChainTargets, clip_paths, read_distill_manifest
 from rtsep.errors import RtsepError
 from rtsep.metrics import si_sdr_improvement
+from rtsep.train.encoder import load_encoder
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("distilled", type=Path)
     ap.add_argument("--data", type=Path, required=True, help="The source-only set the mixtures were drawn from.")
+    ap.add_argument("--encoder", type=Path, help="Also score this model directory's encoder on the same mixtures.")
     args = ap.parse_args()
+    torch.set_num_threads(1)
+    enc = load_encoder(args.encoder) if args.encoder else None
     m = read_distill_manifest(args.distilled)
     if m is None:
         raise RtsepError(f"{args.distilled} is not a `rtsep data distill` set")
     cfg = ChainTargets(**m["chain"])
     sources, sr = tuple(m["sources"]), m["sample_rate"]
     sets = [SourceSet.load(args.data, s, sr, "train") for s in sources]
-    imp = []
+    imp, fit_labels, fit_true = [], [], []
     for i in range(cfg.clips):
         est = np.stack([sf.read(p, dtype="float32")[0] for p in clip_paths(args.distilled, sources, i)])
         rng = np.random.default_rng([cfg.seed, i])  # as rtsep.distill.training_mixture draws them
         src = np.stack([s.excerpts(rng, 1, est.shape[-1], gain=(cfg.gain_min, cfg.gain_max))[0] for s in sets])
         if np.abs(src.mean(axis=0) - est.mean(axis=0)).max() > 1e-4:
             raise RtsepError(f"clip {i}: the labels do not sum to the redrawn mixture (other --data or seed?)")
-        imp.append(si_sdr_improvement(src, est, src.mean(axis=0)))
-    a = np.array(imp)
-    print(f"{args.distilled}: {len(a)} labelled mixtures, SI-SDRi of the labels in dB ({', '.join(sources)})")
-    print(f"median {np.round(np.median(a, 0), 1).tolist()}  mean {np.round(a.mean(0), 1).tolist()}  "
-          f"share above 10 dB {np.round((a > 10).mean(0), 2).tolist()}")
+        mix = src.mean(axis=0)
+        imp.append(si_sdr_improvement(src, est, mix))
+        if enc is not None:
+            with torch.no_grad():
+                out = enc(torch.from_numpy(mix)[None, None])[0][0].numpy()
+            fit_labels.append(si_sdr_improvement(est, out, mix))
+            fit_true.append(si_sdr_improvement(src, out, mix))
+    print(f"{args.distilled}: {len(imp)} labelled mixtures, SI-SDRi in dB ({', '.join(sources)})")
+    for name, rows in (("labels vs excerpts", imp), (f"{args.encoder} encoder vs labels", fit_labels),
+                       (f"{args.encoder} encoder vs excerpts", fit_true)):
+        if rows:
+            a = np.array(rows)
+            print(f"{name}: median {np.round(np.median(a, 0), 1).tolist()}  mean {np.round(a.mean(0), 1).tolist()}  "
+                  f"share above 10 dB {np.round((a > 10).mean(0), 2).tolist()}")
 
 
 if __name__ == "__main__":

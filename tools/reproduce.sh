@@ -138,17 +138,28 @@ fi
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
 if [ "$SET" = toy4-distill ]; then
   # Session 12: the runs/t4v3 priors label 48 stem-free training mixtures of 0.512 s with the cold
-  # noise-free chain + 2 swap rounds (two shards at once, one core each; ~35 min); an encoder regresses
-  # those labels (runs/t4d), evaluated alone and warm-starting a shorter chain; then the seed
-  # objective continued from it (runs/t4ds). The labels' quality against the excerpts the mixtures
-  # were made of is measured only (tools/label_quality.py), never trained on.
+  # noise-free chain + 2 swap rounds (two shards at once, one core each; ~40 min); an encoder regresses
+  # those labels (runs/t4d), evaluated alone and warm-starting a shorter chain. The labels' quality
+  # against the excerpts the mixtures were made of, and how the encoders fit their training mixtures,
+  # are measured only (tools/label_quality.py), never trained on.
   for i in 0 1; do
     OMP_NUM_THREADS=1 rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 48 --threads 1 --shard $i/2 &
   done
   wait
   rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 48 --threads 1  # the manifest, if a shard lost the race
   python tools/label_quality.py data/toy4-distill --data data/toy4
-  #DISTILL-STEPS#
+  copy_priors runs/t4v3 runs/t4d
+  rtsep train encoder runs/t4d --data data/toy4-distill --objective distill --front stft --stride 256 --blocks 5 \
+    --steps 2000 --segment 8192 --batch 16 --threads 2
+  copy_priors runs/t4v3 runs/t4dp  # the pitch-shift augmentation: it underfits
+  rtsep train encoder runs/t4dp --data data/toy4-distill --objective distill --front stft --stride 256 --blocks 5 \
+    --steps 4000 --segment 4096 --batch 16 --pitch-shift 12 --threads 1
+  for run in runs/t4d runs/t4dp; do python tools/label_quality.py data/toy4-distill --data data/toy4 --encoder "$run"; done
+  WARM="--data data/toy4-eval --steps 60 --space mask --sigma-start 0.1 --sigma-end 0.01 --temperature 0 --mask-lr 0.1
+    --warm-start 1 --relabel-every 20 --clips 20 --seconds 1 --whole"
+  for run in runs/t4d runs/t4dp; do OMP_NUM_THREADS=1 rtsep eval separate "$run" $WARM; done
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4d $WARM --swaps 1
+  OMP_NUM_THREADS=2 rtsep eval separate runs/t4d $WARM --swaps 2 --label distill_k60_swaps2_whole
   exit 0
 fi
 if [ "$SET" = toy4-v3 ]; then
