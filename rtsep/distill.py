@@ -43,6 +43,7 @@ class ChainTargets:
     mask_lr: float = 0.1
     temperature: float = 0.0
     relabel_every: int = 20
+    polish: int = 0
     swaps: int = 2
     swap_steps: int = 40
     swap_sigma: float = 0.05
@@ -56,7 +57,7 @@ def cold_chain(backend, mix: np.ndarray, cfg: ChainTargets, rng: np.random.Gener
     scores, stft = scores_from_steps(backend.langevin), numpy_stft(cfg.n_fft, cfg.hop)
     out = mask_chain(np.repeat(mix[:, None], len(backend.sources), axis=1), mix, scores,
                      np.geomspace(cfg.sigma_start, cfg.sigma_end, cfg.steps), cfg.mask_lr, cfg.temperature, rng,
-                     stft, log_probs=backend.log_probs, relabel_every=cfg.relabel_every)
+                     stft, log_probs=backend.log_probs, relabel_every=cfg.relabel_every, polish=cfg.polish)
     if cfg.swaps:
         out = swap_moves(out, mix, scores, backend.log_probs, np.geomspace(cfg.swap_sigma, cfg.sigma_end, cfg.swap_steps),
                          cfg.mask_lr, stft, cfg.sigma_end, cfg.swaps)

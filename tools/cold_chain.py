@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from rtsep.backends import TorchBackend
+from rtsep.distill import ChainTargets
+from rtsep.distill import cold_chain as distill_chain
 from rtsep.errors import RtsepError
-from rtsep.langevin import scores_from_steps
-from rtsep.mask_langevin import mask_chain, numpy_stft, swap_moves
+from rtsep.mask_langevin import numpy_stft
 from rtsep.metrics import si_sdr_improvement
 from rtsep.separation_eval import held_out_mixtures
 
@@ -43,15 +44,11 @@ def cold_chain(be: TorchBackend, mix: np.ndarray, steps: int = 200, sigma_start:
                mask_lr: float = 0.1, temperature: float = 1.0, relabel_every: int = 0, seed: int = 0,
                polish: int = 0, swaps: int = 0, swap_steps: int = 40, swap_sigma: float = 0.05) -> np.ndarray:
     """mix (B, T) -> (B, N, T): the mask chain from every source an equal share, all clips one batch;
-    then `swaps` rounds of swap-and-relax moves rated at `sigma_end` (`rtsep.mask_langevin.swap_moves`)."""
-    scores, stft = scores_from_steps(be.langevin), numpy_stft(1024, 256)
-    out = mask_chain(np.repeat(mix[:, None], len(be.sources), axis=1), mix, scores,
-                     np.geomspace(sigma_start, sigma_end, steps), mask_lr, temperature, np.random.default_rng(seed),
-                     stft, log_probs=be.log_probs, relabel_every=relabel_every, polish=polish)
-    if swaps:
-        out = swap_moves(out, mix, scores, be.log_probs, np.geomspace(swap_sigma, sigma_end, swap_steps), mask_lr,
-                         stft, sigma_end, swaps)
-    return out
+    then `swaps` rounds of swap-and-relax moves rated at `sigma_end` (`rtsep.distill.cold_chain`)."""
+    cfg = ChainTargets(steps=steps, sigma_start=sigma_start, sigma_end=sigma_end, mask_lr=mask_lr,
+                       temperature=temperature, relabel_every=relabel_every, polish=polish, swaps=swaps,
+                       swap_steps=swap_steps, swap_sigma=swap_sigma)
+    return distill_chain(be, mix, cfg, np.random.default_rng(seed))
 
 
 def print_partials(src: np.ndarray, out: np.ndarray, mix: np.ndarray, sources: list[str], sample_rate: int,
