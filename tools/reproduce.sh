@@ -159,7 +159,6 @@ if [ "$SET" = toy4-distill ]; then
     --warm-start 1 --relabel-every 20 --clips 20 --seconds 1 --whole"
   for run in runs/t4d runs/t4dp; do OMP_NUM_THREADS=1 rtsep eval separate "$run" $WARM; done
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4d $WARM --swaps 1
-  OMP_NUM_THREADS=2 rtsep eval separate runs/t4d $WARM --swaps 2 --label distill_k60_swaps2_whole
   exit 0
 fi
 if [ "$SET" = toy4-v3 ]; then

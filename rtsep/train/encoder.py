@@ -60,7 +60,7 @@ class EncoderTraining:
     """Each excerpt pitch-shifted by a random amount in +-this many semitones (resampled with soxr; the
     tempo moves with it) before mixing. A distill set holds few labelled mixtures (the chain is slow):
     on toy4, 48 of them fit to +13..+17 dB and held out gave -9.8..+4.8; a +-12 semitone shift there
-    underfit instead and did no better held out (README, Session 12)."""
+    underfit instead and was worse held out after the chain (README, Session 12)."""
     noise_floor: float = 1e-3
     """Smallest std of q (seed objective): an estimate is never exactly silent, so a level-normalised
     prior sees a silent estimate as loud white noise (see `FlowPrior.shape_log_prob_sum`)."""
