@@ -138,7 +138,7 @@ fi
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
 if [ "$SET" = toy4-distill ]; then
   # Session 12: the runs/t4v3 priors label 48 stem-free training mixtures of 0.512 s with the cold
-  # noise-free chain + 2 swap rounds (two shards at once, one core each; ~40 min); an encoder regresses
+  # noise-free chain + 2 swap rounds (two shards at once, one core each; ~50 min); an encoder regresses
   # those labels (runs/t4d), evaluated alone and warm-starting a shorter chain. The labels' quality
   # against the excerpts the mixtures were made of, and how the encoders fit their training mixtures,
   # are measured only (tools/label_quality.py), never trained on.
