@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .card import read_card
+from .errors import BundleError
 from .langevin import Step
 from .nn.score import step_function
 
@@ -18,7 +19,6 @@ class TorchBackend:
     def __init__(self, model_dir: Path, threads: int | None = None, encoder: bool = True) -> None:
         """`encoder=False`: the priors alone (their chain and log-densities), for a model whose encoder
         is not trained yet (`rtsep data distill` labels its training set)."""
-        from .errors import BundleError
         from .train.encoder import load_encoder
         from .train.prior import load_prior
 

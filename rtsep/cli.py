@@ -130,7 +130,9 @@ def data_distill(
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
     """Label stem-free mixtures with the priors' cold mask chain + swap moves, for `train encoder --objective distill`."""
-    from .distill import ChainTargets, make_distill_set
+    from dataclasses import replace
+
+    from .distill import CHAIN, DistillMixtures, make_distill_set
     from .train.progress import bar
 
     set_threads(threads)
@@ -138,12 +140,13 @@ def data_distill(
         index, count = (int(v) for v in shard.split("/"))
     except ValueError:
         fail(f"--shard {shard!r}: expected I/N, e.g. 0/2")
-    cfg = ChainTargets(clips=clips, seconds=seconds, seed=seed, batch=batch, steps=steps, sigma_start=sigma_start,
-                       sigma_end=sigma_end, mask_lr=mask_lr, temperature=temperature, relabel_every=relabel_every,
-                       swaps=swaps, swap_steps=swap_steps, swap_sigma=swap_sigma)
+    mixtures = DistillMixtures(clips=clips, seconds=seconds, seed=seed, batch=batch)
+    chain = replace(CHAIN, steps=steps, sigma_start=sigma_start, sigma_end=sigma_end, mask_lr=mask_lr,
+                    temperature=temperature, relabel_every=relabel_every, swaps=swaps, swap_steps=swap_steps,
+                    swap_sigma=swap_sigma)
     with bar() as progress:
         task = progress.add_task(f"distill {shard}", total=None, info="")
-        m = make_distill_set(model_dir, data, out_dir, cfg, (index, count), progress_cb(progress, task))
+        m = make_distill_set(model_dir, data, out_dir, mixtures, chain, (index, count), progress_cb(progress, task))
     out.print(f"wrote {clips} labelled mixtures to {out_dir}" if m else f"shard {shard} done; other shards unfinished")
 
 

@@ -5,6 +5,7 @@ encoder objective that regresses those labels refuses data that would mislabel i
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,12 +16,13 @@ from typer.testing import CliRunner
 from rtsep.card import read_card
 from rtsep.cli import app
 from rtsep.datasets.folder import SourceSet
-from rtsep.distill import ChainTargets, clip_paths, make_distill_set, training_mixture
+from rtsep.distill import CHAIN, DistillMixtures, clip_paths, make_distill_set, training_excerpts
 from rtsep.errors import ConfigError, DataError
 from rtsep.nn.encoder import EncoderConfig
 from rtsep.train.encoder import EncoderTraining, load_encoder, priors_fingerprint, train_encoder
 
-CFG = ChainTargets(clips=3, seconds=0.128, batch=2, steps=4, swaps=1, swap_steps=2)
+MIX = DistillMixtures(clips=3, seconds=0.128, batch=2)
+CHAIN4 = replace(CHAIN, steps=4, swaps=1, swap_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +35,11 @@ def priors_only(tiny_priors, tmp_path_factory):
 @pytest.fixture(scope="module")
 def distilled(priors_only, toy_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("distilled")
-    assert make_distill_set(priors_only, toy_data, out, CFG, shard=(0, 2)) is None  # batch [2] is shard 1's
+    assert make_distill_set(priors_only, toy_data, out, MIX, CHAIN4, shard=(0, 2)) is None  # batch [2] is shard 1's
     sources = tuple(read_card(priors_only)["priors"])
     assert all(p.exists() for i in (0, 1) for p in clip_paths(out, sources, i))
     assert not any(p.exists() for p in clip_paths(out, sources, 2)) and not (out / "manifest.json").exists()
-    manifest = make_distill_set(priors_only, toy_data, out, CFG, shard=(1, 2))
+    manifest = make_distill_set(priors_only, toy_data, out, MIX, CHAIN4, shard=(1, 2))
     assert manifest["stems_used"] is False and manifest["splits"] == {"train": 3}
     return out
 
@@ -48,23 +50,23 @@ def test_labels_sum_to_their_mixtures_and_do_not_depend_on_sharding_or_resuming(
     sets = [SourceSet.load(toy_data, s, 16000, "train") for s in sources]
     labels = [np.stack([sf.read(p, dtype="float32")[0] for p in clip_paths(distilled, sources, i)]) for i in range(3)]
     for i, est in enumerate(labels):
-        mix = training_mixture(sets, i, 2048, CFG)
+        mix = training_excerpts(sets, i, 2048, MIX).mean(axis=0)
         assert est.shape == (4, 2048)
         assert np.abs(est.mean(axis=0) - mix).max() < 1e-5  # exact mixture consistency
         assert np.abs(est - mix).max() > 1e-3  # and not the mixture copied into every source
     one = tmp_path / "one"
-    assert make_distill_set(priors_only, toy_data, one, CFG)["chain"]["swaps"] == 1
+    assert make_distill_set(priors_only, toy_data, one, MIX, CHAIN4)["chain"]["swaps"] == 1
     for i in range(3):
         for a, b in zip(clip_paths(one, sources, i), clip_paths(distilled, sources, i)):
             assert np.array_equal(sf.read(a)[0], sf.read(b)[0])
     stamp = clip_paths(one, sources, 0)[0].stat().st_mtime_ns
     clip_paths(one, sources, 2)[1].unlink()  # an interrupted run: only the unfinished batch is redone
     (one / "manifest.json").unlink()
-    assert make_distill_set(priors_only, toy_data, one, CFG) is not None
+    assert make_distill_set(priors_only, toy_data, one, MIX, CHAIN4) is not None
     assert clip_paths(one, sources, 0)[0].stat().st_mtime_ns == stamp
     assert np.array_equal(sf.read(clip_paths(one, sources, 2)[1])[0], sf.read(clip_paths(distilled, sources, 2)[1])[0])
     with pytest.raises(ConfigError, match="shard"):
-        make_distill_set(priors_only, toy_data, one, CFG, shard=(2, 2))
+        make_distill_set(priors_only, toy_data, one, MIX, CHAIN4, shard=(2, 2))
     r = CliRunner().invoke(app, ["data", "distill", str(priors_only), str(tmp_path / "x"), "--data", str(toy_data),
                                  "--shard", "half"])
     assert r.exit_code != 0 and "expected I/N" in r.output and "Traceback" not in r.output

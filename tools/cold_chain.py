@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rtsep.backends import TorchBackend
-from rtsep.distill import ChainTargets
+from rtsep.distill import CHAIN
 from rtsep.distill import cold_chain as distill_chain
 from rtsep.errors import RtsepError
 from rtsep.mask_langevin import numpy_stft
@@ -45,10 +46,10 @@ def cold_chain(be: TorchBackend, mix: np.ndarray, steps: int = 200, sigma_start:
                polish: int = 0, swaps: int = 0, swap_steps: int = 40, swap_sigma: float = 0.05) -> np.ndarray:
     """mix (B, T) -> (B, N, T): the mask chain from every source an equal share, all clips one batch;
     then `swaps` rounds of swap-and-relax moves rated at `sigma_end` (`rtsep.distill.cold_chain`)."""
-    cfg = ChainTargets(steps=steps, sigma_start=sigma_start, sigma_end=sigma_end, mask_lr=mask_lr,
-                       temperature=temperature, relabel_every=relabel_every, polish=polish, swaps=swaps,
-                       swap_steps=swap_steps, swap_sigma=swap_sigma)
-    return distill_chain(be, mix, cfg, np.random.default_rng(seed))
+    chain = replace(CHAIN, steps=steps, sigma_start=sigma_start, sigma_end=sigma_end, mask_lr=mask_lr,
+                    temperature=temperature, relabel_every=relabel_every, polish=polish, swaps=swaps,
+                    swap_steps=swap_steps, swap_sigma=swap_sigma)
+    return distill_chain(be, mix, chain, np.random.default_rng(seed))
 
 
 def print_partials(src: np.ndarray, out: np.ndarray, mix: np.ndarray, sources: list[str], sample_rate: int,

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from rtsep.datasets.folder import SourceSet
-from rtsep.distill import ChainTargets, clip_paths, read_distill_manifest
+from rtsep.distill import DistillMixtures, clip_paths, read_distill_manifest, training_excerpts
 from rtsep.errors import RtsepError
 from rtsep.metrics import si_sdr_improvement
 from rtsep.train.encoder import load_encoder
@@ -38,14 +38,13 @@ def main() -> None:
     m = read_distill_manifest(args.distilled)
     if m is None:
         raise RtsepError(f"{args.distilled} is not a `rtsep data distill` set")
-    cfg = ChainTargets(**m["chain"])
+    mixtures = DistillMixtures(**m["mixtures"])
     sources, sr = tuple(m["sources"]), m["sample_rate"]
     sets = [SourceSet.load(args.data, s, sr, "train") for s in sources]
     imp, fit_labels, fit_true = [], [], []
-    for i in range(cfg.clips):
+    for i in range(mixtures.clips):
         est = np.stack([sf.read(p, dtype="float32")[0] for p in clip_paths(args.distilled, sources, i)])
-        rng = np.random.default_rng([cfg.seed, i])  # as rtsep.distill.training_mixture draws them
-        src = np.stack([s.excerpts(rng, 1, est.shape[-1], gain=(cfg.gain_min, cfg.gain_max))[0] for s in sets])
+        src = training_excerpts(sets, i, est.shape[-1], mixtures)
         if np.abs(src.mean(axis=0) - est.mean(axis=0)).max() > 1e-4:
             raise RtsepError(f"clip {i}: the labels do not sum to the redrawn mixture (other --data or seed?)")
         mix = src.mean(axis=0)

@@ -26,6 +26,7 @@ import torch
 
 from ..card import provenance, read_card, update_card
 from ..datasets.folder import SourceSet
+from ..distill import read_distill_manifest
 from ..errors import BundleError, DataError
 from ..nn.encoder import Encoder, EncoderConfig
 from .checkpoint import extend_runs, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
@@ -169,8 +170,6 @@ def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> t
 def check_objective_data(data: Path, objective: str, sources: list[str], sample_rate: int) -> dict | None:
     """The `rtsep data distill` manifest when `objective` is distill; refuses data that would mislabel
     the objective (chain estimates called stems, or stems called chain estimates)."""
-    from ..distill import read_distill_manifest
-
     m = read_distill_manifest(data)
     if objective == "distill":
         if m is None:
@@ -271,6 +270,6 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
              "training": {**asdict(tr), "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
                           "init_from": was_init, "history": history[-20:], "runs": runs, **provenance()}}
     if targets:  # what labelled the distillation set: which priors, which chain, no stems
-        entry["training"]["targets"] = {k: targets[k] for k in ("model", "priors", "data", "stems_used", "chain")}
+        entry["training"]["targets"] = {k: targets[k] for k in ("model", "priors", "data", "stems_used", "mixtures", "chain")}
     update_card(model_dir, "encoder", value=entry)
     return entry
