@@ -2,12 +2,12 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill  (session 6-12 LU-prior experiments in
-#   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3:
-#   README "Session 6" to "Session 12")
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft  (session 6-13 LU-prior experiments in
+#   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
+#   toy4-distill: README "Session 6" to "Session 13")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -136,6 +136,39 @@ fi
 # Session 9: a cold-started (BASIS) mask chain with relabelling moves, on toy4-v2's priors and on those priors
 # resumed 20 more minutes each (runs/t4v3, after toy4-v2). The encoder is t4v2's seed encoder, unused at warm start 0.
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
+if [ "$SET" = toy4-seedft ]; then
+  # Session 13: the seed objective continued from the distilled encoder (runs/t4d): annealed KL
+  # sigma 0.1 -> 0.01 at lr 1e-4 for 100 (t4ds2) and 300 steps (t4ds3), and, for contrast, at a fixed
+  # sigma 0.01 and lr 3e-4 for 300 steps (t4ds); the same 100 steps after an encoder distilled from 64
+  # labelled mixtures (t4d64, t4d64s). Each alone, under the objective-gap diagnostic, and
+  # warm-starting the session-12 chain with one round of moves.
+  SEED="--data data/toy4 --objective seed --gain-min 0.7 --gain-max 1.0 --segment 8192 --threads 1"
+  [ -f runs/t4ds/encoder.pt ] || copy_priors runs/t4v3 runs/t4ds
+  rtsep train encoder runs/t4ds $SEED --init-from runs/t4d --kl-sigma-start 0 --kl-sigma 0.01 --steps 300 --lr 3e-4
+  [ -f runs/t4ds2/encoder.pt ] || copy_priors runs/t4v3 runs/t4ds2
+  rtsep train encoder runs/t4ds2 $SEED --init-from runs/t4d --kl-sigma-start 0.1 --kl-sigma 0.01 --steps 100 --lr 1e-4
+  [ -f runs/t4ds3/encoder.pt ] || copy_priors runs/t4v3 runs/t4ds3
+  rtsep train encoder runs/t4ds3 $SEED --init-from runs/t4d --kl-sigma-start 0.1 --kl-sigma 0.01 --steps 300 --lr 1e-4
+  # 16 more labelled mixtures (64 in all; ~25 min on two cores), a distilled encoder on them, the seed steps after it
+  for i in 0 1; do
+    OMP_NUM_THREADS=1 rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 64 --threads 1 --shard $i/2 &
+  done
+  wait
+  rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 64 --threads 1
+  [ -f runs/t4d64/encoder.pt ] || copy_priors runs/t4v3 runs/t4d64
+  rtsep train encoder runs/t4d64 --data data/toy4-distill --objective distill --front stft --stride 256 --blocks 5 \
+    --steps 2000 --segment 8192 --batch 16 --threads 1
+  [ -f runs/t4d64s/encoder.pt ] || copy_priors runs/t4v3 runs/t4d64s
+  rtsep train encoder runs/t4d64s $SEED --init-from runs/t4d64 --kl-sigma-start 0.1 --kl-sigma 0.01 --steps 100 --lr 1e-4
+  WARM="--data data/toy4-eval --steps 60 --space mask --sigma-start 0.1 --sigma-end 0.01 --temperature 0 --mask-lr 0.1
+    --warm-start 1 --relabel-every 20 --swaps 1 --clips 20 --seconds 1 --whole"
+  for run in runs/t4d runs/t4ds runs/t4ds2 runs/t4ds3 runs/t4d64 runs/t4d64s; do
+    python tools/objective_gap.py "$run" --data data/toy4-eval --sigma 0.01
+    OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval --steps 0 --clips 20 --seconds 1 --whole
+  done
+  for run in runs/t4ds2 runs/t4d64s; do OMP_NUM_THREADS=1 rtsep eval separate "$run" $WARM; done
+  exit 0
+fi
 if [ "$SET" = toy4-distill ]; then
   # Session 12: the runs/t4v3 priors label 48 stem-free training mixtures of 0.512 s with the cold
   # noise-free chain + 2 swap rounds (two shards at once, one core each; ~50 min); an encoder regresses
