@@ -167,6 +167,7 @@ if [ "$SET" = toy4-seedft ]; then
     OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval --steps 0 --clips 20 --seconds 1 --whole
   done
   for run in runs/t4ds2 runs/t4d64s; do OMP_NUM_THREADS=1 rtsep eval separate "$run" $WARM; done
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4ds2 ${WARM/--swaps 1/--swaps 2}
   exit 0
 fi
 if [ "$SET" = toy4-distill ]; then
