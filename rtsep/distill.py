@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .backends import TorchBackend
 from .datasets.common import write_manifest, write_wav_atomic
 from .datasets.folder import SourceSet
 from .errors import ConfigError
@@ -66,8 +67,7 @@ def make_distill_set(model_dir: Path, data: Path, out: Path, mixtures: DistillMi
     """Write OUT/train/<source>/<i>.wav, the chain's estimates for this shard's clips (batches of
     `mixtures.batch`, batch j belongs to shard j % count); then, once every clip exists, the
     manifest, which is returned (None while other shards are unfinished)."""
-    from .backends import TorchBackend
-    from .train.encoder import priors_fingerprint
+    from .train.encoder import priors_fingerprint  # train.encoder imports this module
 
     index, count = shard
     if not 0 <= index < count:

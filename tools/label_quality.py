@@ -43,7 +43,10 @@ def main() -> None:
     sets = [SourceSet.load(args.data, s, sr, "train") for s in sources]
     imp, fit_labels, fit_true = [], [], []
     for i in range(mixtures.clips):
-        est = np.stack([sf.read(p, dtype="float32")[0] for p in clip_paths(args.distilled, sources, i)])
+        try:
+            est = np.stack([sf.read(p, dtype="float32")[0] for p in clip_paths(args.distilled, sources, i)])
+        except (OSError, RuntimeError) as exc:  # a missing or unreadable label (soundfile raises RuntimeError)
+            raise RtsepError(f"clip {i}: {exc}") from None
         src = training_excerpts(sets, i, est.shape[-1], mixtures)
         if np.abs(src.mean(axis=0) - est.mean(axis=0)).max() > 1e-4:
             raise RtsepError(f"clip {i}: the labels do not sum to the redrawn mixture (other --data or seed?)")
