@@ -2,12 +2,12 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft  (session 6-13 LU-prior experiments in
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps  (session 6-14 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
-#   toy4-distill: README "Session 6" to "Session 13")
+#   toy4-distill, for toy4-swaps, toy4-seedft: README "Session 6" to "Session 14")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -136,6 +136,19 @@ fi
 # Session 9: a cold-started (BASIS) mask chain with relabelling moves, on toy4-v2's priors and on those priors
 # resumed 20 more minutes each (runs/t4v3, after toy4-v2). The encoder is t4v2's seed encoder, unused at warm start 0.
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
+if [ "$SET" = toy4-swaps ]; then
+  # Session 14: two rounds of swap-and-relax moves after the distilled encoder (runs/t4d) and after the
+  # seed-continued one (runs/t4d64s), then, for the latter, a longer warm chain (200 steps) and longer
+  # relaxations of each swap proposal (--swap-steps 60). Each eval ~45-60 min on one core; two at once.
+  WARM="--data data/toy4-eval --space mask --sigma-start 0.1 --sigma-end 0.01 --temperature 0 --mask-lr 0.1
+    --warm-start 1 --relabel-every 20 --swaps 2 --clips 20 --seconds 1 --whole"
+  for run in runs/t4d runs/t4d64s; do OMP_NUM_THREADS=1 rtsep eval separate "$run" $WARM --steps 60 --json "$run/eval_k60_swaps2.json" & done
+  wait
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4d64s $WARM --steps 200 --json runs/t4d64s/eval_k200_swaps2.json &
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4d64s $WARM --steps 60 --swap-steps 60 --json runs/t4d64s/eval_k60_swaps2_ss60.json &
+  wait
+  exit 0
+fi
 if [ "$SET" = toy4-seedft ]; then
   # Session 13: the seed objective continued from the distilled encoder (runs/t4d): annealed KL
   # sigma 0.1 -> 0.01 at lr 1e-4 for 100 (t4ds2) and 300 steps (t4ds3), and, for contrast, at a fixed
