@@ -147,6 +147,12 @@ if [ "$SET" = toy4-swaps ]; then
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4d64s $WARM --steps 200 --json runs/t4d64s/eval_k200_swaps2.json &
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4d64s $WARM --steps 60 --swap-steps 60 --json runs/t4d64s/eval_k60_swaps2_ss60.json &
   wait
+  # that last setting was picked on the test clips: check it on clips no choice was made on
+  rtsep data toy4 data/toy4-eval77 --clips 100 --seconds 1 --seed 77
+  CONFIRM="${WARM/--clips 20/--clips 10} --steps 60 --swap-steps 60"
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4d64s ${CONFIRM/toy4-eval/toy4-eval77} --json runs/t4d64s/confirm_test77.json &
+  OMP_NUM_THREADS=1 rtsep eval separate runs/t4d64s $CONFIRM --split valid --json runs/t4d64s/confirm_valid99.json &
+  wait
   exit 0
 fi
 if [ "$SET" = toy4-seedft ]; then
