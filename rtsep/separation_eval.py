@@ -35,7 +35,8 @@ def held_out_mixtures(data: Path, sources: tuple[str, ...], sample_rate: int, sp
 def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: str = "test", clips: int = 40,
                         seconds: float | None = None, backend: str = "torch", seed: int = 0, progress=None,
                         langevin: dict | None = None, whole: bool = False) -> dict:
-    """`whole`: each clip is one block (no streaming context or lookahead, padded only to the
+    """`per_clip[row]["si_sdri"][i][k]` is clip i's improvement for source k, so the clips that fail can be
+    found. `whole`: each clip is one block (no streaming context or lookahead, padded only to the
     encoder's stride), so a short clip is not judged inside a window that is mostly silence."""
     model_dir = resolve_model(model)
     sep_k = Separator.load(model_dir, backend=backend, steps=steps, seed=seed)
@@ -60,17 +61,19 @@ def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: st
             impr[key].append(si_sdr_improvement(s, est, m))
         if progress:
             progress(i + 1, len(src))
-    table = {}
+    table, per_clip = {}, {}
     for key in rows:
         sd, si = np.array(rows[key]), np.array(impr[key])
+        per_clip[key] = {"si_sdr": np.round(sd, 3).tolist(), "si_sdri": np.round(si, 3).tolist()}
         table[key] = {src_name: {"si_sdr_median": float(np.median(sd[:, k])), "si_sdr_mean": float(np.mean(sd[:, k])),
                                  "si_sdri_median": float(np.median(si[:, k])), "si_sdri_mean": float(np.mean(si[:, k]))}
                       for k, src_name in enumerate(sources)}
     result = {"model": str(model), "sources": list(sources), "steps": steps, "clips": int(len(src)), "seconds": src.shape[-1] / sep_k.sample_rate,
               "data": str(data), "split": split, "backend": backend, "seed": seed, "whole_clips": whole, "table": table,
-              "langevin": {**sep_k.run.langevin.__dict__, "steps": steps}}
+              "per_clip": per_clip, "langevin": {**sep_k.run.langevin.__dict__, "steps": steps}}
     return result
 
 
 def store(model_dir: Path, key: str, result: dict) -> None:
-    update_card(model_dir, "separation_eval", key, value=result)
+    """The card keeps the aggregates; the per-clip rows (for finding the clips that fail) go to --json."""
+    update_card(model_dir, "separation_eval", key, value={k: v for k, v in result.items() if k != "per_clip"})

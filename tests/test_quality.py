@@ -26,6 +26,8 @@ def test_shipped_toy4_keeps_its_numbers(tmp_path):
     medians = [v["si_sdri_median"] for v in enc.values()]
     assert np.mean(medians) > 6.0, medians  # measured here (seed 77): 9.1 (+3.7 .. +13.0); untrained <= 0
     assert min(medians) > 1.0, medians
+    per_clip = np.array(res["per_clip"]["encoder"]["si_sdri"])  # (clips, sources), the table's medians
+    assert per_clip.shape == (20, 4) and np.allclose(np.median(per_clip, axis=0), medians, atol=1e-2)
     whole = evaluate_separation(model, tmp_path, steps=0, clips=20, whole=True)  # one block per clip
     assert whole["whole_clips"] and not res["whole_clips"]
     whole_medians = [v["si_sdri_median"] for v in whole["table"]["encoder"].values()]
