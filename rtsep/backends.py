@@ -18,7 +18,8 @@ class TorchBackend:
 
     def __init__(self, model_dir: Path, threads: int | None = None, encoder: bool = True) -> None:
         """`encoder=False`: the priors alone (their chain and log-densities), for a model whose encoder
-        is not trained yet (`rtsep data distill` labels its training set)."""
+        is not trained yet (`rtsep data distill` labels its training set) or a priors-only set that
+        separates with the cold chain alone."""
         from .train.encoder import load_encoder
         from .train.prior import load_prior
 
@@ -36,6 +37,11 @@ class TorchBackend:
 
     @torch.no_grad()
     def encode(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mix (B, T) -> mean, log-scale (B, N, T). Without an encoder every source holds the whole
+        mixture (equal shares, since the mix is the sources' mean): the cold start of BASIS."""
+        if self.encoder is None:
+            mean = np.repeat(np.asarray(mix, dtype=np.float32)[:, None], len(self.sources), axis=1)
+            return mean, np.zeros_like(mean)
         mean, log_scale = self.encoder(torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[:, None])
         return mean.numpy(), log_scale.numpy()
 

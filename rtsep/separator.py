@@ -60,15 +60,20 @@ class Separator:
              samples: int = 1, seed: int = 0, geometry: BlockGeometry | None = None, provider: str = "auto",
              threads: int | None = None, space: str | None = None) -> "Separator":
         """Load a shipped model by name or a model directory; Langevin defaults come from its card
-        (`space`: "signal" or "mask" overrides the card's chain, see `rtsep.langevin`)."""
+        (`space`: "signal" or "mask" overrides the card's chain, see `rtsep.langevin`). A priors-only
+        set (no encoder, a card that sets a chain) separates with that chain from equal shares."""
         model_dir = resolve_model(model)
         card = read_card(model_dir)
-        if "encoder" not in card:
-            raise BundleError(f"{model_dir} has no encoder: it is not a complete separation model")
+        has_encoder = "encoder" in card
+        if not has_encoder and not card.get("langevin", {}).get("steps"):
+            raise BundleError(f"{model_dir} has no encoder and its card sets no Langevin steps: "
+                              "it is not a complete separation model")
+        if not has_encoder and backend != "torch":
+            raise BundleError(f"{model_dir} holds priors only, which run on the torch backend alone")
         if backend == "torch":
             from .backends import TorchBackend
 
-            be = TorchBackend(model_dir, threads=threads)
+            be = TorchBackend(model_dir, threads=threads, encoder=has_encoder)
         elif backend == "onnx":
             from .onnx_backend import OnnxBackend
 
