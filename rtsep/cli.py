@@ -136,10 +136,7 @@ def data_distill(
     from .train.progress import bar
 
     set_threads(threads)
-    try:
-        index, count = (int(v) for v in shard.split("/"))
-    except ValueError:
-        fail(f"--shard {shard!r}: expected I/N, e.g. 0/2")
+    index, count = parse_shard(shard)
     mixtures = DistillMixtures(clips=clips, seconds=seconds, seed=seed, batch=batch)
     chain = replace(CHAIN, steps=steps, sigma_start=sigma_start, sigma_end=sigma_end, mask_lr=mask_lr,
                     temperature=temperature, relabel_every=relabel_every, swaps=swaps, swap_steps=swap_steps,
@@ -298,6 +295,17 @@ def train_encoder_cmd(
 SPACE_HELP = "Langevin chain: signal (waveforms + projection) or mask (STFT mask logits); default: the card's."
 
 
+def parse_shard(shard: str) -> tuple[int, int]:
+    """--shard I/N -> (I, N), or a one-line error."""
+    try:
+        index, count = (int(v) for v in shard.split("/"))
+    except ValueError:
+        fail(f"--shard {shard!r}: expected I/N, e.g. 0/2")
+    if not 0 <= index < count:
+        fail(f"--shard {shard!r}: I must be in 0..N-1")
+    return index, count
+
+
 def check_space(space: str | None) -> None:
     from .langevin import SPACES
 
@@ -350,6 +358,7 @@ def eval_separate_cmd(
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
     whole: bool = typer.Option(False, "--whole", help="Separate each clip as one block (no streaming context), not in the file geometry."),
+    shard: str = typer.Option("0/1", help="I/N: only clips i with i % N == I (run N at once, then `eval merge`)."),
     backend: str = typer.Option("torch", help="torch or onnx."),
     seed: int = typer.Option(0),
     label: Optional[str] = typer.Option(None, help="Store the result in the card under this key."),
@@ -365,6 +374,7 @@ def eval_separate_cmd(
         task = progress.add_task("separate", total=None, info="")
         res = evaluate_separation(model, data, steps=steps, split=split, clips=clips, seconds=seconds,
                                   backend=backend, seed=seed, progress=progress_cb(progress, task), whole=whole,
+                                  shard=parse_shard(shard),
                                   langevin={k: v for k, v in (("space", space), ("temperature", temperature),
                                                               ("sigma_start", sigma_start), ("sigma_end", sigma_end),
                                                               ("mask_lr", mask_lr), ("warm_start", warm_start),
@@ -376,6 +386,33 @@ def eval_separate_cmd(
     print_separation(res)
     if label:
         store(resolve_model(model), label, res)
+    if json_out:
+        write_json(json_out, res)
+
+
+@eval_app.command("merge")
+@one_line_errors
+def eval_merge_cmd(
+    parts: list[Path] = typer.Argument(..., help="`eval separate --shard I/N --json` results of one evaluation."),
+    label: Optional[str] = typer.Option(None, help="Store the merged result in the model's card under this key."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """Join the shards of one `eval separate` into one table."""
+    import json
+
+    from .separation_eval import merge, store
+    from .separator import resolve_model
+
+    try:
+        results = [json.loads(p.read_text()) for p in parts]
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read a result to merge: {exc}")
+    if not all("per_clip" in r and "clip_index" in r for r in results):
+        fail("a result to merge has no per-clip rows (written before they existed?)")
+    res = merge(results)
+    print_separation(res)
+    if label:
+        store(resolve_model(res["model"]), label, res)
     if json_out:
         write_json(json_out, res)
 

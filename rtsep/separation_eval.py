@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .card import update_card
+from .errors import ConfigError
 from .datasets.folder import SourceSet
 from .engine import BlockGeometry
 from .metrics import si_sdr, si_sdr_improvement
@@ -34,13 +35,16 @@ def held_out_mixtures(data: Path, sources: tuple[str, ...], sample_rate: int, sp
 
 def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: str = "test", clips: int = 40,
                         seconds: float | None = None, backend: str = "torch", seed: int = 0, progress=None,
-                        langevin: dict | None = None, whole: bool = False) -> dict:
+                        langevin: dict | None = None, whole: bool = False, shard: tuple[int, int] = (0, 1)) -> dict:
     """`per_clip[row]["si_sdri"][i][k]` is clip i's improvement for source k, so the clips that fail can be
-    found. `whole`: each clip is one block (no streaming context or lookahead, padded only to the
+    found. `shard` (I, N): only clips i with i % N == I, so N processes share one evaluation (`merge`
+    joins their results). `whole`: each clip is one block (no streaming context or lookahead, padded only to the
     encoder's stride), so a short clip is not judged inside a window that is mostly silence."""
     model_dir = resolve_model(model)
     sep_k = Separator.load(model_dir, backend=backend, steps=steps, seed=seed)
     src, mix = held_out_mixtures(data, sep_k.sources, sep_k.sample_rate, split, clips, seconds)
+    index = list(range(len(src)))[shard[0] :: shard[1]]
+    src, mix = src[index], mix[index]
     if whole:
         stride = sep_k.backend.stride
         geometry = BlockGeometry(hop=-(-mix.shape[-1] // stride) * stride, context=0, lookahead=0, crossfade=0)
@@ -61,17 +65,41 @@ def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: st
             impr[key].append(si_sdr_improvement(s, est, m))
         if progress:
             progress(i + 1, len(src))
-    table, per_clip = {}, {}
-    for key in rows:
-        sd, si = np.array(rows[key]), np.array(impr[key])
-        per_clip[key] = {"si_sdr": np.round(sd, 3).tolist(), "si_sdri": np.round(si, 3).tolist()}
+    per_clip = {key: {"si_sdr": np.round(np.array(rows[key]), 3).tolist(),
+                      "si_sdri": np.round(np.array(impr[key]), 3).tolist()} for key in rows}
+    result = {"model": str(model), "sources": list(sources), "steps": steps, "clips": int(len(src)), "seconds": src.shape[-1] / sep_k.sample_rate,
+              "data": str(data), "split": split, "backend": backend, "seed": seed, "whole_clips": whole,
+              "table": summarize(per_clip, sources), "per_clip": per_clip, "clip_index": index,
+              "langevin": {**sep_k.run.langevin.__dict__, "steps": steps}}
+    return result
+
+
+def summarize(per_clip: dict, sources) -> dict:
+    """Per-clip rows -> the table: median and mean SI-SDR(i) per estimate and source."""
+    table = {}
+    for key, rec in per_clip.items():
+        sd, si = np.array(rec["si_sdr"]), np.array(rec["si_sdri"])
         table[key] = {src_name: {"si_sdr_median": float(np.median(sd[:, k])), "si_sdr_mean": float(np.mean(sd[:, k])),
                                  "si_sdri_median": float(np.median(si[:, k])), "si_sdri_mean": float(np.mean(si[:, k]))}
                       for k, src_name in enumerate(sources)}
-    result = {"model": str(model), "sources": list(sources), "steps": steps, "clips": int(len(src)), "seconds": src.shape[-1] / sep_k.sample_rate,
-              "data": str(data), "split": split, "backend": backend, "seed": seed, "whole_clips": whole, "table": table,
-              "per_clip": per_clip, "langevin": {**sep_k.run.langevin.__dict__, "steps": steps}}
-    return result
+    return table
+
+
+def merge(results: list[dict]) -> dict:
+    """Join the shards of one evaluation (same model, data and settings) into one result, clips in order."""
+    ignore = ("clips", "per_clip", "clip_index", "table")
+    first = {k: v for k, v in results[0].items() if k not in ignore}
+    for r in results[1:]:
+        if {k: v for k, v in r.items() if k not in ignore} != first:
+            raise ConfigError("the results to merge differ in more than their clips (model, data or settings)")
+    pairs = sorted(((i, r, j) for r in results for j, i in enumerate(r["clip_index"])), key=lambda p: p[0])
+    index = [i for i, _, _ in pairs]
+    if len(set(index)) != len(index):
+        raise ConfigError("the results to merge share clips")
+    per_clip = {key: {m: [r["per_clip"][key][m][j] for _, r, j in pairs] for m in ("si_sdr", "si_sdri")}
+                for key in results[0]["per_clip"]}
+    return {**first, "clips": len(index), "table": summarize(per_clip, first["sources"]), "per_clip": per_clip,
+            "clip_index": index}
 
 
 def store(model_dir: Path, key: str, result: dict) -> None:
