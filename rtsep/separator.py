@@ -65,9 +65,9 @@ class Separator:
         model_dir = resolve_model(model)
         card = read_card(model_dir)
         has_encoder = "encoder" in card
-        if not has_encoder and not card.get("langevin", {}).get("steps"):
-            raise BundleError(f"{model_dir} has no encoder and its card sets no Langevin steps: "
-                              "it is not a complete separation model")
+        if not has_encoder and not (card.get("langevin", {}).get("steps") if steps is None else steps):
+            raise BundleError(f"{model_dir} has no encoder, so it needs Langevin steps (its card's, or --steps K > 0): "
+                              "without them it would split the mixture equally")
         if not has_encoder and backend != "torch":
             raise BundleError(f"{model_dir} holds priors only, which run on the torch backend alone")
         if backend == "torch":

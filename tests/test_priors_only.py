@@ -71,6 +71,8 @@ def test_priors_only_set_errors(basis_set, tmp_path):
     dst, _ = basis_set
     with pytest.raises(BundleError, match="torch backend"):
         Separator.load(dst, backend="onnx")
+    with pytest.raises(BundleError, match="no encoder"):
+        Separator.load(dst, steps=0)
     ship(dst, tmp_path / "k0")
     update_card(tmp_path / "k0", "langevin", value={"steps": 0})
     with pytest.raises(BundleError, match="no encoder"):

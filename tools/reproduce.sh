@@ -2,12 +2,12 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps  (session 6-14 LU-prior experiments in
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis  (session 6-15 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
-#   toy4-distill, for toy4-swaps, toy4-seedft: README "Session 6" to "Session 14")
+#   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing: README "Session 6" to "Session 15")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -136,6 +136,33 @@ fi
 # Session 9: a cold-started (BASIS) mask chain with relabelling moves, on toy4-v2's priors and on those priors
 # resumed 20 more minutes each (runs/t4v3, after toy4-v2). The encoder is t4v2's seed encoder, unused at warm start 0.
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
+if [ "$SET" = toy4-basis ]; then
+  # Session 15: the session-11 priors (toy4-v2's recipe, resumed 20 more minutes: runs/t4v3) shipped as the
+  # priors-only set models/toy4-basis (float16 weights; the cold chain + 2 swap rounds as its default: no
+  # encoder, no stems), evaluated on the 20 test clips in two shards, one core each (~30 min each).
+  # Trains only while the set has no priors: a rerun of a finished prior stage would train 20 more minutes.
+  [ -f data/toy4/manifest.json ] || rtsep data toy4 data/toy4 --clips 400 --seconds 1 --seed 0
+  [ -f data/toy4-eval/manifest.json ] || rtsep data toy4 data/toy4-eval --clips 400 --seconds 1 --seed 99
+  if [ ! -f models/toy4-basis/priors/triangle.pt ]; then
+    P="--data data/toy4 --out runs/t4v3 --flows 8 --hidden 48 --layers 5 --mixing lu --threads 1 --gain-min 0.7 --gain-max 1.0"
+    for pair in "sine triangle" "saw square"; do
+      ( for s in $pair; do OMP_NUM_THREADS=1 rtsep train prior --source "$s" $P --steps 1100 --minutes 10; done
+        for s in $pair; do OMP_NUM_THREADS=1 rtsep train prior --source "$s" $P --steps 3100 --minutes 20; done ) &
+    done
+    wait
+    python tools/ship_priors.py runs/t4v3 models/toy4-basis
+  fi
+  mkdir -p runs
+  for i in 0 1; do
+    OMP_NUM_THREADS=1 rtsep eval separate models/toy4-basis --data data/toy4-eval --steps 200 --clips 20 --seconds 1 \
+      --whole --shard $i/2 --json runs/toy4-basis-eval-$i.json &
+  done
+  wait
+  rtsep eval merge runs/toy4-basis-eval-0.json runs/toy4-basis-eval-1.json --label cold200_t0_swaps2_whole \
+    --json runs/toy4-basis-eval.json
+  python tools/write_card.py models/toy4-basis
+  exit 0
+fi
 if [ "$SET" = toy4-swaps ]; then
   # Session 14: two rounds of swap-and-relax moves after the distilled encoder (runs/t4d) and after the
   # seed-continued one (runs/t4d64s), then, for the latter, a longer warm chain (200 steps) and longer
