@@ -150,7 +150,7 @@ if [ "$SET" = toy4-basis ]; then
         for s in $pair; do OMP_NUM_THREADS=1 rtsep train prior --source "$s" $P --steps 3100 --minutes 20; done ) &
     done
     wait
-    python tools/ship_priors.py runs/t4v3 models/toy4-basis
+    python tools/ship_priors.py runs/t4v3 models/toy4-basis --check-data data/toy4-eval
   fi
   mkdir -p runs
   for i in 0 1; do
