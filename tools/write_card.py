@@ -21,6 +21,21 @@ def fmt_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def chain_flags(res: dict) -> str:
+    """The eval's chain as command-line flags: every setting it ran with, so the command repeats it
+    whatever the card's defaults are."""
+    lv = res.get("langevin") or {}
+    if not res["steps"] or "space" not in lv:
+        return ""
+    keys = ["space", "sigma_start", "sigma_end", "temperature"]
+    if lv["space"] == "mask":
+        keys += ["mask_lr", "warm_start", "relabel_every", "polish", "chains", "swaps"]
+        keys += ["swap_steps", "swap_sigma"] if lv.get("swaps") else []
+        keys += ["rate_sigma"] if lv.get("swaps") or lv.get("chains", 1) > 1 else []
+    fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "".join(f" --{k.replace('_', '-')} {fmt(lv[k])}" for k in keys if k in lv)
+
+
 def render(model_dir: Path, card: dict, note: str = "") -> str:
     name = model_dir.name
     sources = list(card.get("priors", {}))
@@ -63,11 +78,9 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
         rows = [[k, *[f"{v[s]['si_sdri_median']:+.1f} ({v[s]['si_sdri_mean']:+.1f})" for s in res["sources"]]]
                 for k, v in res["table"].items()]
         out.append(fmt_table(["estimate", *res["sources"]], rows))
-        lv = res.get("langevin") or {}
-        chain = (f" --space {lv['space']} --sigma-start {lv['sigma_start']:g} --sigma-end {lv['sigma_end']:g}"
-                 f" --temperature {lv['temperature']:g}") if res["steps"] and "space" in lv else ""
         out += ["", f"Command: `rtsep eval separate {res.get('model', model_dir)} --data {res['data']} --steps {res['steps']}"
-                f"{chain} --clips {res['clips']} --seconds {res['seconds']:g}`", ""]
+                f"{chain_flags(res)} --clips {res['clips']} --seconds {res['seconds']:g}"
+                f"{' --whole' if res.get('whole_clips') else ''}{'' if res.get('split', 'test') == 'test' else ' --split ' + res['split']}`", ""]
     if card.get("langevin"):
         out += ["## Langevin defaults", "", "`" + json.dumps(card["langevin"]) + "`", ""]
     if card.get("notes"):
