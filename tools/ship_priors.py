@@ -4,12 +4,13 @@ cold chain as its Langevin default.
     python tools/ship_priors.py runs/t4v3 models/toy4-basis --check-data data/toy4-eval
 
 The LU-mixing toy4 priors that separate with no encoder and no stems (README, Session 11) are 11 MB
-in float32, too big for git; float16 storage halves that and moves each prior's log-density by about
-1e-3 nats/sample or less (`--check-data` measures it and stores it in the card), against margins
-between sources of 0.26 nats/sample and more (README, Session 6), and `load_state_dict` casts the weights back to float32 on load, so no loader changes. The set
-separates with `Separator.load` / `rtsep file --model DIR` on the torch backend: every source starts
-from the whole mixture and the card's chain (`rtsep.distill.CHAIN`: 200 noise-free mask steps,
-relabelling, 2 rounds of swap moves) does the separating, at ~160 s per second of audio on one core.
+in float32, too big for git. float16 storage halves that and moves each prior's log-density by under
+1e-2 nats/sample (7.3e-3 on toy4-basis; `--check-data` measures it and stores it in the card),
+against margins between sources of 0.26 nats/sample and more (README, Session 6). `load_state_dict`
+casts the weights back to float32, so the loader is unchanged. The set separates with
+`Separator.load` / `rtsep file --model DIR` on the torch backend: every source starts from the whole
+mixture and the card's chain (`rtsep.distill.CHAIN`: 200 noise-free mask steps, relabelling, 2 rounds
+of swap moves) does the separating, at minutes per second of audio on one core.
 """
 
 from __future__ import annotations
