@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .card import update_card
-from .errors import ConfigError
 from .datasets.folder import SourceSet
 from .engine import BlockGeometry
+from .errors import ConfigError
 from .metrics import si_sdr, si_sdr_improvement
 from .separator import Separator, resolve_model
 
@@ -44,6 +44,8 @@ def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: st
     sep_k = Separator.load(model_dir, backend=backend, steps=steps, seed=seed)
     src, mix = held_out_mixtures(data, sep_k.sources, sep_k.sample_rate, split, clips, seconds)
     index = list(range(len(src)))[shard[0] :: shard[1]]
+    if not index:
+        raise ConfigError(f"shard {shard[0]}/{shard[1]} holds none of the {len(src)} clips evaluated")
     src, mix = src[index], mix[index]
     if whole:
         stride = sep_k.backend.stride

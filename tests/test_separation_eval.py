@@ -39,6 +39,11 @@ def test_merge_refuses_overlapping_or_different_results(full_and_shards):
         merge([shards[0], {**shards[1], "steps": 4}])
 
 
+def test_a_shard_with_no_clips_is_an_error(toy_data):
+    with pytest.raises(ConfigError, match="holds none of the 2 clips"):
+        evaluate_separation(MODELS_DIR / "toy4", toy_data, steps=0, clips=2, shard=(2, 3))
+
+
 def test_merge_cli_and_bad_shard(full_and_shards, toy_data, tmp_path):
     _, shards = full_and_shards
     parts = []
