@@ -160,6 +160,15 @@ if [ "$SET" = toy4-basis ]; then
   wait
   rtsep eval merge runs/toy4-basis-eval-0.json runs/toy4-basis-eval-1.json --label cold200_t0_swaps2_whole \
     --json runs/toy4-basis-eval.json
+  # the check on clips of a seed no choice was made on (10 test clips of seed 77)
+  [ -f data/toy4-eval77/manifest.json ] || rtsep data toy4 data/toy4-eval77 --clips 100 --seconds 1 --seed 77
+  for i in 0 1; do
+    OMP_NUM_THREADS=1 rtsep eval separate models/toy4-basis --data data/toy4-eval77 --steps 200 --clips 10 --seconds 1 \
+      --whole --shard $i/2 --json runs/toy4-basis-eval77-$i.json &
+  done
+  wait
+  rtsep eval merge runs/toy4-basis-eval77-0.json runs/toy4-basis-eval77-1.json --label cold200_t0_swaps2_whole_seed77 \
+    --json runs/toy4-basis-eval77.json
   python tools/write_card.py models/toy4-basis
   exit 0
 fi
