@@ -153,22 +153,19 @@ if [ "$SET" = toy4-basis ]; then
     python tools/ship_priors.py runs/t4v3 models/toy4-basis --check-data data/toy4-eval
   fi
   mkdir -p runs
-  for i in 0 1; do
-    OMP_NUM_THREADS=1 rtsep eval separate models/toy4-basis --data data/toy4-eval --steps 200 --clips 20 --seconds 1 \
-      --whole --shard $i/2 --json runs/toy4-basis-eval-$i.json &
-  done
-  wait
-  rtsep eval merge runs/toy4-basis-eval-0.json runs/toy4-basis-eval-1.json --label cold200_t0_swaps2_whole \
-    --json runs/toy4-basis-eval.json
+  # basis_eval DATA CLIPS NAME LABEL: the set's own chain on CLIPS test clips, two shards (one core each), merged
+  basis_eval() {
+    for i in 0 1; do
+      OMP_NUM_THREADS=1 rtsep eval separate models/toy4-basis --data "$1" --steps 200 --clips "$2" --seconds 1 \
+        --whole --shard $i/2 --json "runs/$3-$i.json" &
+    done
+    wait
+    rtsep eval merge "runs/$3-0.json" "runs/$3-1.json" --label "$4" --json "runs/$3.json"
+  }
+  basis_eval data/toy4-eval 20 toy4-basis-eval cold200_t0_swaps2_whole
   # the check on clips of a seed no choice was made on (10 test clips of seed 77)
   [ -f data/toy4-eval77/manifest.json ] || rtsep data toy4 data/toy4-eval77 --clips 100 --seconds 1 --seed 77
-  for i in 0 1; do
-    OMP_NUM_THREADS=1 rtsep eval separate models/toy4-basis --data data/toy4-eval77 --steps 200 --clips 10 --seconds 1 \
-      --whole --shard $i/2 --json runs/toy4-basis-eval77-$i.json &
-  done
-  wait
-  rtsep eval merge runs/toy4-basis-eval77-0.json runs/toy4-basis-eval77-1.json --label cold200_t0_swaps2_whole_seed77 \
-    --json runs/toy4-basis-eval77.json
+  basis_eval data/toy4-eval77 10 toy4-basis-eval77 cold200_t0_swaps2_whole_seed77
   python tools/write_card.py models/toy4-basis
   exit 0
 fi
