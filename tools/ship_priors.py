@@ -16,7 +16,6 @@ of swap moves) does the separating, at minutes per second of audio on one core.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rtsep.card import read_card, update_card  # noqa: E402
 from rtsep.distill import CHAIN  # noqa: E402
 from rtsep.errors import BundleError  # noqa: E402
+from rtsep.train.checkpoint import save_weights  # noqa: E402
+from rtsep.train.prior import load_prior, prior_paths  # noqa: E402
 
 
 def ship(src: Path, dst: Path) -> list[str]:
@@ -36,13 +37,8 @@ def ship(src: Path, dst: Path) -> list[str]:
     sources = list(card.get("priors", {}))
     if not sources:
         raise BundleError(f"{src} holds no priors")
-    (dst / "priors").mkdir(parents=True, exist_ok=True)
-    for s in sources:
-        state = torch.load(src / "priors" / f"{s}.pt", map_location="cpu", weights_only=True)
-        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        tmp = dst / "priors" / f".{s}.pt.tmp"
-        torch.save(half, tmp)
-        os.replace(tmp, dst / "priors" / f"{s}.pt")
+    for s in sources:  # load_prior checks the weights against their config; .half() rounds floats only
+        save_weights(prior_paths(dst, s)[0], load_prior(src, s).half())
         update_card(dst, "priors", s, value=card["priors"][s])
     update_card(dst, "sample_rate", value=card["sample_rate"])
     update_card(dst, "langevin", value=asdict(CHAIN))
@@ -54,14 +50,13 @@ def check(src: Path, dst: Path, data: Path, clips: int = 8, sigmas: tuple[float,
     """Largest |log p_fp32 - log p_fp16| (nats/sample) over `clips` test clips per source and `sigmas`,
     stored in DST's card: what the float16 storage costs, measured."""
     from rtsep.datasets.folder import SourceSet
-    from rtsep.train.prior import load_prior
 
     card = read_card(dst)
     worst = 0.0
     for s in card["priors"]:
         full, half = load_prior(src, s), load_prior(dst, s)
         test = SourceSet.load(data, s, card["sample_rate"], "test")
-        t = min(len(c) for c in test.clips[:clips]) // 16 * 16
+        t = min(len(c) for c in test.clips[:clips]) // full.cfg.squeeze * full.cfg.squeeze
         x = torch.from_numpy(np.stack([c[:t] for c in test.clips[:clips]])[:, None].astype(np.float32))
         with torch.no_grad():
             for sigma in sigmas:
