@@ -90,6 +90,14 @@ class LangevinConfig:
     Needs `log_probs`; costs (1 + N(N-1)/2) x `swap_steps` steps a round."""
     swap_steps: int = 40
     swap_sigma: float = 0.05
+    bands: int = 0
+    """Mask space: sweeps of per-partial reassignment after the swap moves
+    (`rtsep.mask_langevin.band_moves`): each of the block's `band_regions` strongest spectral
+    regions offered to every source, kept where the priors rate the block highest at `rate_sigma`,
+    then relaxed like a swap proposal and kept only if it rates above the chain's result. It undoes
+    blends (two sources each holding part of the other's partials) that whole swaps cannot.
+    Needs `log_probs`; costs bands x band_regions x N rating calls and `swap_steps` chain steps."""
+    band_regions: int = 24
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -108,6 +116,9 @@ class LangevinConfig:
             raise ConfigError(f"swaps {self.swaps}: a count >= 0, and only in mask space")
         if self.swap_steps < 1 or self.swap_sigma <= 0:
             raise ConfigError(f"swap_steps {self.swap_steps} must be >= 1 and swap_sigma {self.swap_sigma} > 0")
+        if self.bands < 0 or (self.bands and self.space != "mask") or self.band_regions < 1:
+            raise ConfigError(f"bands {self.bands}: a count >= 0, and only in mask space; band_regions "
+                              f"{self.band_regions} >= 1")
 
     @classmethod
     def from_card(cls, card: dict, model_dir: Path | str, **overrides) -> "LangevinConfig":
@@ -158,8 +169,8 @@ def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarra
     if cfg.steps <= 0:
         return x0
     if cfg.space == "mask":
-        if (cfg.relabel_every or cfg.chains > 1 or cfg.swaps) and log_probs is None:
-            raise BundleError("relabelling, swaps and several chains need the priors' log-densities, which this backend "
+        if (cfg.relabel_every or cfg.chains > 1 or cfg.swaps or cfg.bands) and log_probs is None:
+            raise BundleError("relabelling, swap and band moves and several chains need the priors' log-densities, which this backend "
                               "does not give")
         return refine_masks(x0, mix, run, cfg, rng, log_probs)
     x = x0.astype(np.float32, copy=True)
@@ -215,7 +226,7 @@ def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.nda
 def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
                  cfg: LangevinConfig, rng: np.random.Generator, log_probs: LogProbsFn | None = None) -> np.ndarray:
     """`refine` in mask space; the span is zero-padded to a multiple of the STFT hop and cropped back."""
-    from .mask_langevin import mask_chain, numpy_stft, swap_moves
+    from .mask_langevin import band_moves, mask_chain, numpy_stft, swap_moves
 
     b, n, t = x0.shape
     pad = -t % cfg.hop
@@ -232,4 +243,7 @@ def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.
     if cfg.swaps:
         out = swap_moves(out, mix2[:b], scores, log_probs, np.geomspace(cfg.swap_sigma, cfg.sigma_end, cfg.swap_steps),
                          cfg.mask_lr, stft, sigma, cfg.swaps)
+    if cfg.bands:
+        out = band_moves(out, mix2[:b], scores, log_probs, np.geomspace(cfg.swap_sigma, cfg.sigma_end, cfg.swap_steps),
+                         cfg.mask_lr, stft, sigma, cfg.bands, cfg.band_regions)
     return out[..., :t]

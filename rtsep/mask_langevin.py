@@ -169,6 +169,68 @@ def swap_moves(x: np.ndarray, mix: np.ndarray, scores: ScoresFn, log_probs: LogP
     return x
 
 
+def spectral_regions(spec: np.ndarray, count: int, min_share: float) -> np.ndarray:
+    """spec (B, L, F) -> (B, count, F) bool: the block's `count` strongest spectral regions, strongest first.
+
+    A region runs from one local minimum of the block's mean power spectrum to the next, so each
+    holds one peak (a partial, on a stationary block). Regions under `min_share` of the block's
+    power are left out (an all-False row): they are too faint to matter to a prior."""
+    power = (np.abs(spec) ** 2).mean(axis=1)  # (B, F)
+    b, f = power.shape
+    out = np.zeros((b, count, f), dtype=bool)
+    for i, p in enumerate(power):
+        d = np.diff(p)
+        starts = np.r_[0, np.flatnonzero((d[:-1] <= 0) & (d[1:] > 0)) + 1]  # a region starts at each minimum
+        ends = np.r_[starts[1:], f]
+        energy = np.add.reduceat(p, starts)
+        order = [j for j in np.argsort(-energy, kind="stable")[:count] if energy[j] >= min_share * p.sum()]
+        for r, j in enumerate(order):
+            out[i, r, starts[j] : ends[j]] = True
+    return out
+
+
+def band_moves(x: np.ndarray, mix: np.ndarray, scores: ScoresFn, log_probs: LogProbsFn, sigmas: np.ndarray,
+               lr: float, stft: NumpySTFT, rate_sigma: float, rounds: int, regions: int = 24,
+               min_share: float = 1e-4) -> np.ndarray:
+    """x (B, N, T), mix (B, T) -> (B, N, T): `rounds` sweeps of per-partial reassignment (ICM), then relax.
+
+    What the swap moves leave on toy4 are blends: sine and triangle each holding part of the
+    other's partials (README, Session 15), a state no whole-estimate swap undoes and a gradient
+    chain does not leave (each partial moved alone passes through worse states). Here each of the
+    block's strongest spectral regions (`spectral_regions`: one partial each on a stationary block)
+    is first given whole to the estimate holding most of it; then, strongest first, each region is
+    offered to every source in turn and kept where the priors rate the block highest at
+    `rate_sigma` (iterated conditional modes over partials: N candidates a region, all one batch).
+    Every candidate shares the mixture out exactly. The result is relaxed like a swap proposal (a
+    noise-free mask chain over `sigmas` warm-started from it) and kept per block only where it
+    rates above `x`. Costs `rounds` x regions x N calls of `log_probs` plus len(sigmas) chain steps."""
+    b, n, t = x.shape
+    spec = stft.forward(mix.astype(np.float64))  # (B, L, F)
+    held = np.abs(stft.forward(x.astype(np.float64)))  # (B, N, L, F)
+    share = held / (held.sum(axis=1, keepdims=True) + 1e-12)
+    bands = spectral_regions(spec, regions, min_share)  # (B, R, F)
+    rows = np.arange(b)
+    sig = np.full(b * n, rate_sigma, dtype=np.float32)
+    onehot = np.eye(n)[:, :, None, None]  # (N cand, N, 1, 1): candidate k gives the region to source k
+    held_power = (held**2).sum(axis=2)  # (B, N, F)
+    for r in range(bands.shape[1]):  # each region whole to the estimate holding most of its power
+        owner = np.einsum("bnf,bf->bn", held_power, bands[:, r]).argmax(axis=1)
+        share = np.where(bands[:, r][:, None, None, :], onehot[owner], share)
+    for _ in range(rounds):
+        for r in range(bands.shape[1]):
+            if not bands[:, r].any():
+                break
+            cand = np.where(bands[:, r][:, None, None, None, :], onehot[None], share[:, None])  # (B, N, N, L, F)
+            xs = stft.inverse(n * cand * spec[:, None, None]).astype(np.float32).reshape(b * n, n, t)
+            best = log_probs(xs, sig).sum(axis=1).reshape(b, n).argmax(axis=1)
+            share = cand[rows, best]
+    moved = stft.inverse(n * share * spec[:, None]).astype(np.float32)
+    moved = mask_chain(moved, mix, scores, sigmas, lr, 0.0, np.random.default_rng(0), stft, warm=1.0)
+    both = np.stack([x, moved], axis=1).reshape(2 * b, n, t)
+    rated = log_probs(both, np.full(2 * b, rate_sigma, dtype=np.float32)).sum(axis=1).reshape(b, 2)
+    return np.stack([x, moved], axis=1)[rows, rated.argmax(axis=1)]
+
+
 def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
     """x (B, N, T) -> (B, N) permutation: source k takes estimate perm[k], maximising sum_k log p_k.
 
