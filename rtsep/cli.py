@@ -354,6 +354,8 @@ def eval_separate_cmd(
                                              help="Noise-free steps relaxing each --swaps proposal (default: the card's)."),
     swap_sigma: Optional[float] = typer.Option(None, min=1e-6,
                                                help="First noise level of that relaxation (default: the card's)."),
+    bands: Optional[int] = typer.Option(None, min=0,
+                                        help="Mask space: sweeps of per-partial reassignment after the swaps (default: the card's)."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -381,7 +383,7 @@ def eval_separate_cmd(
                                                               ("relabel_every", relabel_every), ("polish", polish),
                                                               ("chains", chains), ("rate_sigma", rate_sigma),
                                                               ("swaps", swaps), ("swap_steps", swap_steps),
-                                                              ("swap_sigma", swap_sigma))
+                                                              ("swap_sigma", swap_sigma), ("bands", bands))
                                             if v is not None})
     print_separation(res)
     if label:

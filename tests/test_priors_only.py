@@ -77,3 +77,27 @@ def test_priors_only_set_errors(basis_set, tmp_path):
     update_card(tmp_path / "k0", "langevin", value={"steps": 0})
     with pytest.raises(BundleError, match="no encoder"):
         Separator.load(tmp_path / "k0")
+
+
+def test_eval_cli_runs_band_moves_and_the_card_command_repeats_them(basis_set, toy_data, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rtsep.cli import app
+
+    dst, _ = basis_set
+    spec = importlib.util.spec_from_file_location("write_card", TOOL.parent / "write_card.py")
+    write_card = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(write_card)
+    args = ["eval", "separate", str(dst), "--data", str(toy_data), "--steps", "4", "--clips", "1", "--seconds", "0.125",
+            "--whole", "--json"]
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "b.json"), "--bands", "1"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert res["langevin"]["bands"] == 1 and np.isfinite(res["per_clip"]["encoder+langevin4"]["si_sdri"]).all()
+    assert " --bands 1 --swap-steps 3 --swap-sigma 0.05" in write_card.chain_flags(res)
+    del res["langevin"]["bands"]  # a result from before the band moves existed ran without them
+    assert " --bands 0" in write_card.chain_flags(res)
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "c.json"), "--bands", "-1"])
+    assert r.exit_code != 0

@@ -29,9 +29,10 @@ def chain_flags(res: dict) -> str:
         return ""
     keys = ["space", "sigma_start", "sigma_end", "temperature"]
     if lv["space"] == "mask":
-        keys += ["mask_lr", "warm_start", "relabel_every", "polish", "chains", "swaps"]
-        keys += ["swap_steps", "swap_sigma"] if lv.get("swaps") else []
-        keys += ["rate_sigma"] if lv.get("swaps") or lv.get("chains", 1) > 1 else []
+        lv = {"bands": 0, **lv}  # results from before the band moves ran without them
+        keys += ["mask_lr", "warm_start", "relabel_every", "polish", "chains", "swaps", "bands"]
+        keys += ["swap_steps", "swap_sigma"] if lv.get("swaps") or lv.get("bands") else []
+        keys += ["rate_sigma"] if lv.get("swaps") or lv.get("bands") or lv.get("chains", 1) > 1 else []
     fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     return "".join(f" --{k.replace('_', '-')} {fmt(lv[k])}" for k in keys if k in lv)
 
