@@ -138,8 +138,9 @@ fi
 COLD="--steps 200 --space mask --sigma-start 0.3 --sigma-end 0.01 --temperature 1 --mask-lr 0.1 --warm-start 0 --relabel-every 20"
 if [ "$SET" = toy4-basis ]; then
   # Session 15: the session-11 priors (toy4-v2's recipe, resumed 20 more minutes: runs/t4v3) shipped as the
-  # priors-only set models/toy4-basis (float16 weights; the cold chain + 2 swap rounds as its default: no
-  # encoder, no stems), evaluated on the 20 test clips in two shards, one core each (~30 min each).
+  # priors-only set models/toy4-basis (float16 weights; the cold chain + 2 swap rounds + (session 16) one
+  # sweep of band moves as its default: no encoder, no stems), evaluated on the 20 test clips and 10 seed-77
+  # clips in two shards, one core each (~17 min per shard of 10 clips), with and without the band moves.
   # Trains only while the set has no priors: a rerun of a finished prior stage would train 20 more minutes.
   [ -f data/toy4/manifest.json ] || rtsep data toy4 data/toy4 --clips 400 --seconds 1 --seed 0
   [ -f data/toy4-eval/manifest.json ] || rtsep data toy4 data/toy4-eval --clips 400 --seconds 1 --seed 99
@@ -153,19 +154,22 @@ if [ "$SET" = toy4-basis ]; then
     python tools/ship_priors.py runs/t4v3 models/toy4-basis --check-data data/toy4-eval
   fi
   mkdir -p runs
-  # basis_eval DATA CLIPS NAME LABEL: the set's own chain on CLIPS test clips, two shards (one core each), merged
+  # basis_eval DATA CLIPS NAME LABEL [FLAGS]: the set's own chain on CLIPS test clips, two shards (one core each), merged
   basis_eval() {
     for i in 0 1; do
       OMP_NUM_THREADS=1 rtsep eval separate models/toy4-basis --data "$1" --steps 200 --clips "$2" --seconds 1 \
-        --whole --shard $i/2 --json "runs/$3-$i.json" &
+        --whole --shard $i/2 --json "runs/$3-$i.json" "${@:5}" &
     done
     wait
     rtsep eval merge "runs/$3-0.json" "runs/$3-1.json" --label "$4" --json "runs/$3.json"
   }
-  basis_eval data/toy4-eval 20 toy4-basis-eval cold200_t0_swaps2_whole
-  # the check on clips of a seed no choice was made on (10 test clips of seed 77)
+  # the set's default chain (session 16: with one sweep of band moves), then without them (session 15's)
   [ -f data/toy4-eval77/manifest.json ] || rtsep data toy4 data/toy4-eval77 --clips 100 --seconds 1 --seed 77
-  basis_eval data/toy4-eval77 10 toy4-basis-eval77 cold200_t0_swaps2_whole_seed77
+  basis_eval data/toy4-eval 20 toy4-basis-b1-eval cold200_t0_swaps2_bands1_whole
+  basis_eval data/toy4-eval77 10 toy4-basis-b1-eval77 cold200_t0_swaps2_bands1_whole_seed77
+  basis_eval data/toy4-eval 20 toy4-basis-eval cold200_t0_swaps2_whole --bands 0
+  # the check on clips of a seed no choice was made on (10 test clips of seed 77)
+  basis_eval data/toy4-eval77 10 toy4-basis-eval77 cold200_t0_swaps2_whole_seed77 --bands 0
   python tools/write_card.py models/toy4-basis
   exit 0
 fi

@@ -10,14 +10,15 @@ against margins between sources of 0.26 nats/sample and more (README, Session 6)
 casts the weights back to float32, so the loader is unchanged. The set separates with
 `Separator.load` / `rtsep file --model DIR` on the torch backend: every source starts from the whole
 mixture and the card's chain (`rtsep.distill.CHAIN`: 200 noise-free mask steps, relabelling, 2 rounds
-of swap moves) does the separating, at minutes per second of audio on one core.
+of swap moves; plus one sweep of band moves, session 16) does the separating, at minutes per second
+of audio on one core.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def ship(src: Path, dst: Path) -> list[str]:
         save_weights(prior_paths(dst, s)[0], load_prior(src, s).half())
         update_card(dst, "priors", s, value=card["priors"][s])
     update_card(dst, "sample_rate", value=card["sample_rate"])
-    update_card(dst, "langevin", value=asdict(CHAIN))
+    update_card(dst, "langevin", value=asdict(replace(CHAIN, bands=1)))  # + one sweep of band moves (README, Session 16)
     update_card(dst, "weights_dtype", value=f"float16 (cast to float32 on load), shipped from {src} by tools/ship_priors.py")
     return sources
 
