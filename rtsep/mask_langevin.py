@@ -226,9 +226,9 @@ def band_moves(x: np.ndarray, mix: np.ndarray, scores: ScoresFn, log_probs: LogP
             share = cand[rows, best]
     moved = stft.inverse(n * share * spec[:, None]).astype(np.float32)
     moved = mask_chain(moved, mix, scores, sigmas, lr, 0.0, np.random.default_rng(0), stft, warm=1.0)
-    both = np.stack([x, moved], axis=1).reshape(2 * b, n, t)
-    rated = log_probs(both, np.full(2 * b, rate_sigma, dtype=np.float32)).sum(axis=1).reshape(b, 2)
-    return np.stack([x, moved], axis=1)[rows, rated.argmax(axis=1)]
+    both = np.stack([x, moved], axis=1)  # (B, 2, N, T)
+    rated = log_probs(both.reshape(2 * b, n, t), np.full(2 * b, rate_sigma, dtype=np.float32)).sum(axis=1)
+    return both[rows, rated.reshape(b, 2).argmax(axis=1)]
 
 
 def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
