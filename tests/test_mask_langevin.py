@@ -206,13 +206,10 @@ def three_tones(t: int = 4096):
     return np.stack([low, high, mid]), [lowpass, highpass, bandpass]
 
 
-def test_swap_moves_leave_a_swap_the_chain_keeps_and_pick_what_the_priors_rate_highest():
-    from rtsep.mask_langevin import swap_moves
-
+def three_tone_moves():
+    """three_tones' sources and mixture, its Gaussian chain and log-densities, a log-density that records
+    each call's batch size in `asked`, and a short noise-free chain config for the moves' tests."""
     src, spectra = three_tones()
-    mix = src.mean(axis=0, keepdims=True)
-    start = np.ascontiguousarray(src[None, [1, 0, 2]])  # the low and high tones each in the other's source
-    run = run_steps(numpy_step(gaussian_scores(spectra)))
     gauss, asked = gaussian_log_probs(spectra), []
 
     def log_probs(x, sigma):
@@ -220,6 +217,14 @@ def test_swap_moves_leave_a_swap_the_chain_keeps_and_pick_what_the_priors_rate_h
         return gauss(x, sigma)
 
     cfg = LangevinConfig(steps=3, space="mask", temperature=0.0, mask_lr=0.05, swap_steps=3, swap_sigma=0.02)
+    return src, src.mean(axis=0, keepdims=True), run_steps(numpy_step(gaussian_scores(spectra))), gauss, log_probs, asked, cfg
+
+
+def test_swap_moves_leave_a_swap_the_chain_keeps_and_pick_what_the_priors_rate_highest():
+    from rtsep.mask_langevin import swap_moves
+
+    src, mix, run, gauss, log_probs, asked, cfg = three_tone_moves()
+    start = np.ascontiguousarray(src[None, [1, 0, 2]])  # the low and high tones each in the other's source
     kept = refine(start, mix, run, cfg, np.random.default_rng(0))[0]
     assert si_sdr(src[:2], kept[:2]).max() < 0.0  # three small steps cannot move a whole source across
     out = refine(start, mix, run, replace(cfg, swaps=4), np.random.default_rng(0), log_probs=log_probs)[0]
@@ -257,18 +262,9 @@ def test_spectral_regions_hold_one_partial_each_strongest_first():
 def test_band_moves_undo_a_blend_that_swap_moves_cannot():
     from rtsep.mask_langevin import band_moves
 
-    src, spectra = three_tones()
-    mix = src.mean(axis=0, keepdims=True)
+    src, mix, run, gauss, log_probs, asked, cfg = three_tone_moves()
     # a blend, not a permutation: estimate 0 holds the high and mid tones, estimate 1 the low, estimate 2 nothing
     start = np.stack([src[1] + src[2], src[0], np.zeros_like(src[0])])[None]
-    run = run_steps(numpy_step(gaussian_scores(spectra)))
-    gauss, asked = gaussian_log_probs(spectra), []
-
-    def log_probs(x, sigma):
-        asked.append(len(x))
-        return gauss(x, sigma)
-
-    cfg = LangevinConfig(steps=3, space="mask", temperature=0.0, mask_lr=0.05, swap_steps=3, swap_sigma=0.02)
     swapped = refine(start, mix, run, replace(cfg, swaps=2), np.random.default_rng(0), log_probs=gauss)[0]
     assert si_sdr(src, swapped).min() < 5.0, si_sdr(src, swapped)  # no whole swap of this start is the truth
     out = refine(start, mix, run, replace(cfg, bands=1, band_regions=4), np.random.default_rng(0),
