@@ -170,6 +170,9 @@ if [ "$SET" = toy4-basis ]; then
   basis_eval data/toy4-eval 20 toy4-basis-eval cold200_t0_swaps2_whole --bands 0
   # the check on clips of a seed no choice was made on (10 test clips of seed 77)
   basis_eval data/toy4-eval77 10 toy4-basis-eval77 cold200_t0_swaps2_whole_seed77 --bands 0
+  # and on the first 10 valid clips of the seed-99 set, with and without (session 16)
+  basis_eval data/toy4-eval 10 toy4-basis-b1-valid cold200_t0_swaps2_bands1_whole_valid --split valid
+  basis_eval data/toy4-eval 10 toy4-basis-valid cold200_t0_swaps2_whole_valid --split valid --bands 0
   python tools/write_card.py models/toy4-basis
   exit 0
 fi
