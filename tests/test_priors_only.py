@@ -20,8 +20,8 @@ from rtsep.separator import Separator
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "ship_priors.py"
 
 
-def tool():
-    spec = importlib.util.spec_from_file_location("ship_priors", TOOL)
+def tool(path: Path = TOOL):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -87,9 +87,7 @@ def test_eval_cli_runs_band_moves_and_the_card_command_repeats_them(basis_set, t
     from rtsep.cli import app
 
     dst, _ = basis_set
-    spec = importlib.util.spec_from_file_location("write_card", TOOL.parent / "write_card.py")
-    write_card = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(write_card)
+    write_card = tool(TOOL.parent / "write_card.py")
     args = ["eval", "separate", str(dst), "--data", str(toy_data), "--steps", "4", "--clips", "1", "--seconds", "0.125",
             "--whole", "--json"]
     r = CliRunner().invoke(app, [*args, str(tmp_path / "b.json"), "--bands", "1"])
