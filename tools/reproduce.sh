@@ -173,6 +173,8 @@ if [ "$SET" = toy4-basis ]; then
   # and on the first 10 valid clips of the seed-99 set, with and without (session 16)
   basis_eval data/toy4-eval 10 toy4-basis-b1-valid cold200_t0_swaps2_bands1_whole_valid --split valid
   basis_eval data/toy4-eval 10 toy4-basis-valid cold200_t0_swaps2_whole_valid --split valid --bands 0
+  # the seed-77 clips that still fail: do the priors rate the truth above the result? (search vs prior failure)
+  OMP_NUM_THREADS=1 python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
   python tools/write_card.py models/toy4-basis
   exit 0
 fi
