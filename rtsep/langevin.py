@@ -96,7 +96,7 @@ class LangevinConfig:
     regions offered to every source, kept where the priors rate the block highest at `rate_sigma`,
     then relaxed like a swap proposal and kept only if it rates above the chain's result. It undoes
     blends (two sources each holding part of the other's partials) that whole swaps cannot.
-    Needs `log_probs`; costs bands x band_regions x N rating calls and `swap_steps` chain steps."""
+    Needs `log_probs`; costs bands x band_regions rating calls (one row a block) and `swap_steps` chain steps."""
     band_regions: int = 24
 
     def __post_init__(self) -> None:
@@ -129,6 +129,10 @@ class LangevinConfig:
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{model_dir}: bad Langevin settings in card.json ({exc})") from None
         return replace(cfg, **overrides) if overrides else cfg
+
+    def relax_sigmas(self) -> np.ndarray:
+        """The noise levels of the short noise-free chain that relaxes every swap and band proposal."""
+        return np.geomspace(self.swap_sigma, self.sigma_end, self.swap_steps)
 
     def sigmas(self) -> np.ndarray:
         if self.steps <= 0:
@@ -241,9 +245,8 @@ def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.
         rated = log_probs(out, np.full(c * b, sigma, np.float32)).sum(axis=1).reshape(c, b)
         out = out.reshape(c, b, n, -1)[rated.argmax(axis=0), np.arange(b)]
     if cfg.swaps:
-        out = swap_moves(out, mix2[:b], scores, log_probs, np.geomspace(cfg.swap_sigma, cfg.sigma_end, cfg.swap_steps),
-                         cfg.mask_lr, stft, sigma, cfg.swaps)
+        out = swap_moves(out, mix2[:b], scores, log_probs, cfg.relax_sigmas(), cfg.mask_lr, stft, sigma, cfg.swaps)
     if cfg.bands:
-        out = band_moves(out, mix2[:b], scores, log_probs, np.geomspace(cfg.swap_sigma, cfg.sigma_end, cfg.swap_steps),
-                         cfg.mask_lr, stft, sigma, cfg.bands, cfg.band_regions)
+        out = band_moves(out, mix2[:b], scores, log_probs, cfg.relax_sigmas(), cfg.mask_lr, stft, sigma, cfg.bands,
+                         cfg.band_regions)
     return out[..., :t]

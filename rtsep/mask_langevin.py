@@ -189,43 +189,59 @@ def spectral_regions(spec: np.ndarray, count: int, min_share: float) -> np.ndarr
     return out
 
 
+def harden(share: np.ndarray, bands: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """share (B, N, L, F) masks with each region of `bands` (B, R, F) given whole to the source holding
+    most of `power` (B, N, F) in it; bins outside every region keep their share."""
+    onehot = np.eye(share.shape[1])[:, :, None, None]
+    for r in range(bands.shape[1]):
+        owner = np.einsum("bnf,bf->bn", power, bands[:, r]).argmax(axis=1)
+        share = np.where(bands[:, r][:, None, None, :], onehot[owner], share)
+    return share
+
+
 def band_moves(x: np.ndarray, mix: np.ndarray, scores: ScoresFn, log_probs: LogProbsFn, sigmas: np.ndarray,
                lr: float, stft: NumpySTFT, rate_sigma: float, rounds: int, regions: int = 24,
                min_share: float = 1e-4) -> np.ndarray:
     """x (B, N, T), mix (B, T) -> (B, N, T): `rounds` sweeps of per-partial reassignment (ICM), then relax.
 
     What the swap moves leave on toy4 are blends: sine and triangle each holding part of the
-    other's partials (README, Session 15), a state no whole-estimate swap undoes and a gradient
+    other's partials (README, Sessions 15-16), a state no whole-estimate swap undoes and a gradient
     chain does not leave (each partial moved alone passes through worse states). Here each of the
     block's strongest spectral regions (`spectral_regions`: one partial each on a stationary block)
-    is first given whole to the estimate holding most of it; then, strongest first, each region is
-    offered to every source in turn and kept where the priors rate the block highest at
-    `rate_sigma` (iterated conditional modes over partials: N candidates a region, all one batch).
-    Every candidate shares the mixture out exactly. The result is relaxed like a swap proposal (a
-    noise-free mask chain over `sigmas` warm-started from it) and kept per block only where it
-    rates above `x`. Costs `rounds` x regions x N calls of `log_probs` plus len(sigmas) chain steps."""
+    is first given whole to the estimate holding most of it (`harden`); then, strongest first, each
+    region is offered to every source in turn and kept where the priors rate the block highest at
+    `rate_sigma` (iterated conditional modes over partials). Giving region r to source k changes
+    only source k (which gains it) and the owner o (which loses it), so one row rates every
+    candidate: slot k holds source k with the region, slot o the owner without it, and candidate
+    k's gain is their log-densities' change from the current ones. Every candidate shares the
+    mixture out exactly. The result is relaxed like a swap proposal (a noise-free mask chain over
+    `sigmas` warm-started from it) and kept per block only where it rates above `x`. Costs
+    `rounds` x regions + 2 calls of `log_probs` (one row a block) plus len(sigmas) chain steps."""
     b, n, t = x.shape
     spec = stft.forward(mix.astype(np.float64))  # (B, L, F)
     held = np.abs(stft.forward(x.astype(np.float64)))  # (B, N, L, F)
-    share = held / (held.sum(axis=1, keepdims=True) + 1e-12)
     bands = spectral_regions(spec, regions, min_share)  # (B, R, F)
-    rows = np.arange(b)
-    sig = np.full(b * n, rate_sigma, dtype=np.float32)
-    onehot = np.eye(n)[:, :, None, None]  # (N cand, N, 1, 1): candidate k gives the region to source k
-    held_power = (held**2).sum(axis=2)  # (B, N, F)
-    for r in range(bands.shape[1]):  # each region whole to the estimate holding most of its power
-        owner = np.einsum("bnf,bf->bn", held_power, bands[:, r]).argmax(axis=1)
-        share = np.where(bands[:, r][:, None, None, :], onehot[owner], share)
+    share = harden(held / (held.sum(axis=1, keepdims=True) + 1e-12), bands, (held**2).sum(axis=2))
+    rows, sig = np.arange(b), np.full(b, rate_sigma, dtype=np.float32)
+    render = lambda masks: stft.inverse(n * masks * spec[:, None]).astype(np.float32)  # noqa: E731
+    current = log_probs(render(share), sig)  # (B, N): each source's log-density as it stands
+    onehot = np.eye(n)[:, :, None, None]
     for _ in range(rounds):
         for r in range(bands.shape[1]):
-            if not bands[:, r].any():
+            region = bands[:, r][:, None, None, :]  # (B, 1, 1, F)
+            if not region.any():
                 break
-            cand = np.where(bands[:, r][:, None, None, None, :], onehot[None], share[:, None])  # (B, N, N, L, F)
-            xs = stft.inverse(n * cand * spec[:, None, None]).astype(np.float32).reshape(b * n, n, t)
-            best = log_probs(xs, sig).sum(axis=1).reshape(b, n).argmax(axis=1)
-            share = cand[rows, best]
-    moved = stft.inverse(n * share * spec[:, None]).astype(np.float32)
-    moved = mask_chain(moved, mix, scores, sigmas, lr, 0.0, np.random.default_rng(0), stft, warm=1.0)
+            owner = np.einsum("bnlf,bf->bn", share, bands[:, r]).argmax(axis=1)  # the region is one-hot on it
+            row = np.where(region, 1.0 - onehot[owner], share)  # slot k: k gains the region; slot o: o loses it
+            lp = log_probs(render(row), sig)
+            change = lp - current + (lp - current)[rows, owner][:, None]
+            change[rows, owner] = 0.0  # the owner keeping it changes nothing
+            best = change.argmax(axis=1)
+            moved = best != owner
+            share = np.where(region & moved[:, None, None, None], onehot[best], share)
+            for k in (best, owner):
+                current[rows, k] = np.where(moved, lp[rows, k], current[rows, k])
+    moved = mask_chain(render(share), mix, scores, sigmas, lr, 0.0, np.random.default_rng(0), stft, warm=1.0)
     both = np.stack([x, moved], axis=1)  # (B, 2, N, T)
     rated = log_probs(both.reshape(2 * b, n, t), np.full(2 * b, rate_sigma, dtype=np.float32)).sum(axis=1)
     return both[rows, rated.reshape(b, 2).argmax(axis=1)]

@@ -271,7 +271,8 @@ def test_band_moves_undo_a_blend_that_swap_moves_cannot():
                  log_probs=log_probs)[0]
     assert si_sdr(src, out).min() > 20.0, si_sdr(src, out)
     assert np.abs(out.mean(axis=0) - mix).max() < 1e-5
-    assert asked == [3, 3, 3, 2]  # three regions (the fourth too faint), N candidates each; then moved vs kept
+    # the start, then one row per region (three; the fourth too faint) rating all N candidates, then moved vs kept
+    assert asked == [1, 1, 1, 1, 2]
     # kept only where it rates higher: from the truth the moves change nothing
     scores = scores_from_steps(run)
     truth = band_moves(src[None], mix, scores, gauss, np.geomspace(0.02, 0.01, 3), 0.05, NumpySTFT(1024, 256), 0.01, 1)

@@ -35,7 +35,7 @@ def ship(src: Path, dst: Path) -> list[str]:
 def basis_set(tiny_priors, tmp_path_factory):
     dst = tmp_path_factory.mktemp("basis")
     sources = ship(tiny_priors, dst)
-    # a shorter chain than the shipped one (200 steps, 2 swap rounds), for the test's time
+    # a shorter chain than the shipped one (200 steps, 2 swap rounds, 1 band sweep), for the test's time
     update_card(dst, "langevin", value={"steps": 12, "space": "mask", "sigma_start": 0.3, "sigma_end": 0.01,
                                         "mask_lr": 0.1, "temperature": 0.0, "warm_start": 0.0, "relabel_every": 20,
                                         "swaps": 1, "swap_steps": 3})

@@ -34,9 +34,10 @@ from rtsep.metrics import si_sdr_improvement
 from rtsep.separation_eval import held_out_mixtures
 
 
-def held_out_crops(be: TorchBackend, data: Path, clips: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+def held_out_crops(be: TorchBackend, data: Path, clips: int, seconds: float,
+                   split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(sources, mixtures) of `rtsep eval separate`'s held-out clips, cropped to a multiple of the hop."""
-    src, mix = held_out_mixtures(data, be.sources, be.sample_rate, "test", clips, seconds)
+    src, mix = held_out_mixtures(data, be.sources, be.sample_rate, split, clips, seconds)
     t = mix.shape[-1] // 256 * 256
     return src[..., :t], mix[..., :t]
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """Is a failing clip a search failure or a prior failure? The priors' rating of the truth against the result.
 
-For chosen held-out clips (indices into the clips `rtsep eval separate` uses), runs a priors-only
-set's cold chain with swap moves (`rtsep.distill.CHAIN`, as one batch, each clip cropped to a
-multiple of the hop), then one sweep of band moves (`rtsep.mask_langevin.band_moves`), and prints
-per clip the SI-SDRi per source after each with sum_k log p_k at sigma 0.01 (nats), next to that of
-the true sources. Where the truth rates higher, the priors prefer it and the search missed it.
-Session 16 used it on the seed-77 clips the band moves leave failing (README).
+For chosen held-out clips (indices into the clips `rtsep eval separate` uses, as in its --json
+per-clip rows), runs a priors-only set's cold chain with swap moves (`rtsep.distill.CHAIN`, as one
+batch, each clip cropped to a multiple of the hop), then one sweep of band moves
+(`rtsep.mask_langevin.band_moves`), and prints per clip the SI-SDRi per source after each, with
+sum_k log p_k at the chain's last sigma (nats), next to that of the true sources. Two more rows say
+what the band moves could reach: every spectral region given to the true source holding most of it
+(the oracle assignment, hard masks), and that relaxed as the move relaxes its result. If that
+relaxed oracle rates above the result, the search missed a better state; if below, the priors rate
+the wrong masked estimate above the right one (the truth itself, which no mask reaches, can still
+rate highest). Session 16 used it on the clips the band moves leave failing (README).
 
     python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
 """
@@ -15,20 +19,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from cold_chain import held_out_crops  # tools/, this script's own folder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rtsep.backends import TorchBackend  # noqa: E402
-from rtsep.distill import CHAIN  # noqa: E402
-from rtsep.distill import cold_chain  # noqa: E402
-from rtsep.errors import RtsepError  # noqa: E402
-from rtsep.langevin import scores_from_steps  # noqa: E402
-from rtsep.mask_langevin import band_moves, numpy_stft  # noqa: E402
-from rtsep.metrics import si_sdr_improvement  # noqa: E402
-from rtsep.separation_eval import held_out_mixtures  # noqa: E402
+from rtsep.backends import TorchBackend
+from rtsep.distill import CHAIN, cold_chain
+from rtsep.errors import RtsepError
+from rtsep.langevin import scores_from_steps
+from rtsep.mask_langevin import band_moves, harden, mask_chain, numpy_stft, spectral_regions
+from rtsep.metrics import si_sdr_improvement
+
+
+def oracle_regions(chain: np.ndarray, src: np.ndarray, mix: np.ndarray, regions: int) -> np.ndarray:
+    """The chain's estimates with each of the band moves' regions given whole to the true source
+    holding most of its power: the assignment the moves search for, before relaxing."""
+    stft = numpy_stft(CHAIN.n_fft, CHAIN.hop)
+    spec = stft.forward(mix.astype(np.float64))
+    held = np.abs(stft.forward(chain.astype(np.float64)))
+    truth = (np.abs(stft.forward(src.astype(np.float64))) ** 2).sum(axis=2)
+    share = harden(held / (held.sum(axis=1, keepdims=True) + 1e-12), spectral_regions(spec, regions, 1e-4), truth)
+    return stft.inverse(src.shape[1] * share * spec[:, None]).astype(np.float32)
 
 
 def main() -> None:
@@ -43,23 +57,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     try:
         be = TorchBackend(args.model, encoder=False)
-        src, mix = held_out_mixtures(args.data, be.sources, be.sample_rate, args.split, max(args.clips) + 1, args.seconds)
+        src, mix = held_out_crops(be, args.data, max(args.clips) + 1, args.seconds, args.split)
     except RtsepError as exc:
         sys.exit(f"error: {exc}")
-    t = mix.shape[-1] // CHAIN.hop * CHAIN.hop
-    src, mix = src[args.clips, :, :t], mix[args.clips, :t]
-    rate = lambda x: be.log_probs(x, np.full(len(x), 0.01, np.float32)).sum(axis=1)  # noqa: E731
+    if min(args.clips) < 0 or max(args.clips) >= len(src):
+        sys.exit(f"error: --clips must be in 0..{len(src) - 1} ({args.data} {args.split} holds {len(src)} clips)")
+    src, mix = src[args.clips], mix[args.clips]
+    sigma, scores, stft = CHAIN.sigma_end, scores_from_steps(be.langevin), numpy_stft(CHAIN.n_fft, CHAIN.hop)
+    relax = lambda x: mask_chain(x, mix, scores, CHAIN.relax_sigmas(), CHAIN.mask_lr, 0.0,  # noqa: E731
+                                 np.random.default_rng(0), stft, warm=1.0)
+    start = time.time()
     chain = cold_chain(be, mix, CHAIN, np.random.default_rng(0))
-    stft, sigmas = numpy_stft(CHAIN.n_fft, CHAIN.hop), np.geomspace(CHAIN.swap_sigma, CHAIN.sigma_end, CHAIN.swap_steps)
-    bands = band_moves(chain, mix, scores_from_steps(be.langevin), be.log_probs, sigmas, CHAIN.mask_lr, stft, 0.01, 1)
-    truth = rate(src)
-    print(f"SI-SDRi in dB ({' / '.join(be.sources)}) and sum_k log p_k at sigma 0.01 in nats")
-    for name, est in (("chain + swaps", chain), ("+ band moves", bands)):
+    mid = time.time()
+    bands = band_moves(chain, mix, scores, be.log_probs, CHAIN.relax_sigmas(), CHAIN.mask_lr, stft, sigma, 1)
+    print(f"chain + swaps {mid - start:.0f} s, one sweep of band moves {time.time() - mid:.0f} s, one core "
+          f"({len(args.clips)} clips of {mix.shape[-1] / be.sample_rate:g} s)")
+    hard = oracle_regions(chain, src, mix, 24)
+    rate = lambda x: be.log_probs(x, np.full(len(x), sigma, np.float32)).sum(axis=1)  # noqa: E731
+    print(f"SI-SDRi in dB ({' / '.join(be.sources)}) and sum_k log p_k at sigma {sigma:g} in nats")
+    for name, est in (("true sources", src), ("chain + swaps", chain), ("+ band moves", bands),
+                      ("oracle regions, hard", hard), ("oracle regions, relaxed", relax(hard))):
         lp = rate(est)
         print(name)
         for i, c in enumerate(args.clips):
             gain = " / ".join(f"{v:+.1f}" for v in si_sdr_improvement(src[i], est[i], mix[i]))
-            print(f"  clip {c}: {gain}   log p {lp[i]:.0f} (truth {truth[i]:.0f}: {'search' if truth[i] > lp[i] else 'prior'} failure if it fails)")
+            print(f"  clip {c}: {gain}   log p {lp[i]:.0f}")
 
 
 if __name__ == "__main__":
