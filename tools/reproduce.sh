@@ -173,6 +173,11 @@ if [ "$SET" = toy4-basis ]; then
   # and on the first 10 valid clips of the seed-99 set, with and without (session 16)
   basis_eval data/toy4-eval 10 toy4-basis-b1-valid cold200_t0_swaps2_bands1_whole_valid --split valid
   basis_eval data/toy4-eval 10 toy4-basis-valid cold200_t0_swaps2_whole_valid --split valid --bands 0
+  # pooled over the three sets: clips, median, mean, clips with all four sources above 8 dB
+  for v in b1- ""; do
+    python -c 'import json,sys,numpy as np; A=np.concatenate([json.load(open(f))["per_clip"]["encoder+langevin200"]["si_sdri"] for f in sys.argv[1:]]); print(len(A), np.median(A,0).round(1), A.mean(0).round(1), (A.min(1)>8).sum())' \
+      "runs/toy4-basis-${v}eval.json" "runs/toy4-basis-${v}eval77.json" "runs/toy4-basis-${v}valid.json"
+  done
   # the seed-77 clips that still fail: do the priors rate the truth above the result? (search vs prior failure)
   OMP_NUM_THREADS=1 python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
   python tools/write_card.py models/toy4-basis
