@@ -99,3 +99,24 @@ def test_eval_cli_runs_band_moves_and_the_card_command_repeats_them(basis_set, t
     assert " --bands 0" in write_card.chain_flags(res)
     r = CliRunner().invoke(app, [*args, str(tmp_path / "c.json"), "--bands", "-1"])
     assert r.exit_code != 0
+
+
+def test_shipping_an_encoder_makes_a_warm_started_set(random_model, tmp_path):
+    from conftest import write_random_model
+
+    dst = tmp_path / "enc"
+    shipped = tool()
+    assert shipped.ship(random_model, dst, encoder=random_model) == ["a", "b"]
+    card = read_card(dst)
+    assert (dst / "encoder.pt").read_bytes() == (random_model / "encoder.pt").read_bytes()
+    assert card["encoder"] == read_card(random_model)["encoder"]
+    assert card["langevin"]["warm_start"] == 1.0 and card["langevin"]["steps"] == shipped.WARM.steps == 60
+    assert card["langevin"]["bands"] == 1 and card["langevin"]["swaps"] == 2
+    sep = Separator.load(dst, steps=0)  # the encoder alone now runs: a priors-only set refuses this
+    x = np.random.default_rng(0).standard_normal((1, 4096)).astype(np.float32) * 0.1
+    assert sep.separate(x, 16000).shape[:2] == (2, 1)
+    with pytest.raises(BundleError, match="holds no trained encoder"):
+        shipped.ship(random_model, tmp_path / "x", encoder=tmp_path / "nothing")
+    other = write_random_model(tmp_path / "other", sources=("a", "c"))
+    with pytest.raises(BundleError, match="separates"):
+        shipped.ship(random_model, tmp_path / "y", encoder=other)

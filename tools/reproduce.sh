@@ -2,12 +2,12 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis  (session 6-15 LU-prior experiments in
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed  (session 6-17 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
-#   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing: README "Session 6" to "Session 15")
+#   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data: README "Session 6" to "Session 17")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis|toy4-seed}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -181,6 +181,42 @@ if [ "$SET" = toy4-basis ]; then
   # the seed-77 clips that still fail: do the priors rate the truth above the result? (search vs prior failure)
   OMP_NUM_THREADS=1 python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
   python tools/write_card.py models/toy4-basis
+  exit 0
+fi
+if [ "$SET" = toy4-seed ]; then
+  # Session 17: an encoder for the shipped toy4-basis priors, by the session 12-14 recipe. The priors'
+  # own cold chain (no encoder, no stems) labels 64 stem-free training mixtures (two shards, one core
+  # each, ~70 min); an encoder regresses the labels (runs/t4bd), then 100 seed-objective steps continue
+  # it (runs/t4bds); shipped with the priors as models/toy4-seed, whose card chain starts warm from the
+  # encoder (tools/ship_priors.py WARM), and evaluated like toy4-basis (two shards, one core each).
+  for i in 0 1; do
+    OMP_NUM_THREADS=1 rtsep data distill models/toy4-basis data/toy4-distill --data data/toy4 --clips 64 --threads 1 --shard $i/2 &
+  done
+  wait
+  rtsep data distill models/toy4-basis data/toy4-distill --data data/toy4 --clips 64 --threads 1  # the manifest, if a shard lost the race
+  python tools/label_quality.py data/toy4-distill --data data/toy4
+  [ -f runs/t4bd/encoder.pt ] || copy_priors models/toy4-basis runs/t4bd
+  rtsep train encoder runs/t4bd --data data/toy4-distill --objective distill --front stft --stride 256 --blocks 5 \
+    --steps 2000 --segment 8192 --batch 16 --threads 2
+  [ -f runs/t4bds/encoder.pt ] || copy_priors models/toy4-basis runs/t4bds
+  rtsep train encoder runs/t4bds --data data/toy4 --objective seed --init-from runs/t4bd --kl-sigma-start 0.1 \
+    --kl-sigma 0.01 --gain-min 0.7 --gain-max 1.0 --steps 100 --segment 8192 --lr 1e-4 --threads 2
+  python tools/ship_priors.py models/toy4-basis models/toy4-seed --encoder runs/t4bds
+  # seed_eval DATA CLIPS NAME LABEL [FLAGS]: the set's own chain (its card's) in two shards, merged
+  seed_eval() {
+    for i in 0 1; do
+      OMP_NUM_THREADS=1 rtsep eval separate models/toy4-seed --data "$1" --clips "$2" --seconds 1 --whole \
+        --shard $i/2 --json "runs/$3-$i.json" "${@:5}" &
+    done
+    wait
+    rtsep eval merge "runs/$3-0.json" "runs/$3-1.json" --label "$4" --json "runs/$3.json"
+  }
+  seed_eval data/toy4-eval 20 toy4-seed-eval warm60_swaps2_ss60_bands1_whole
+  seed_eval data/toy4-eval77 10 toy4-seed-eval77 warm60_swaps2_ss60_bands1_whole_seed77
+  seed_eval data/toy4-eval 10 toy4-seed-valid warm60_swaps2_ss60_bands1_whole_valid --split valid
+  python -c 'import json,sys,numpy as np; A=np.concatenate([json.load(open(f))["per_clip"]["encoder+langevin60"]["si_sdri"] for f in sys.argv[1:]]); print(len(A), np.median(A,0).round(1), A.mean(0).round(1), (A.min(1)>8).sum())' \
+    runs/toy4-seed-eval.json runs/toy4-seed-eval77.json runs/toy4-seed-valid.json
+  python tools/write_card.py models/toy4-seed
   exit 0
 fi
 if [ "$SET" = toy4-swaps ]; then

@@ -10,7 +10,11 @@ what the band moves could reach: every spectral region given to the true source 
 (the oracle assignment, hard masks), and that relaxed as the move relaxes its result. If that
 relaxed oracle rates above the result, the search missed a better state; if below, the priors rate
 the wrong masked estimate above the right one (the truth itself, which no mask reaches, can still
-rate highest). Session 16 used it on the clips the band moves leave failing (README).
+rate highest). Session 16 used it on the clips the band moves leave failing (README). Last, per
+source, how far its own prior rates the true source and the result's estimate above the best other
+prior (log p_k(x_k) - max_j!=k log p_j(x_k)): a negative margin on a true source is a prior that
+does not tell it apart (session 17: the sine prior rates some true triangles above the triangle
+prior does).
 
     python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
 """
@@ -43,6 +47,20 @@ def oracle_regions(chain: np.ndarray, src: np.ndarray, mix: np.ndarray, regions:
     truth = (np.abs(stft.forward(src.astype(np.float64))) ** 2).sum(axis=2)
     share = harden(held / (held.sum(axis=1, keepdims=True) + 1e-12), spectral_regions(spec, regions, 1e-4), truth)
     return stft.inverse(src.shape[1] * share * spec[:, None]).astype(np.float32)
+
+
+def cross_margins(be: TorchBackend, x: np.ndarray, sigma: float) -> np.ndarray:
+    """(B, N): log p_k(x_k) - max_{j != k} log p_j(x_k) at `sigma`, every estimate rated by every prior
+    (N calls: `log_probs` rates slot k by prior k, so the sources are rolled through the slots)."""
+    n = x.shape[1]
+    cross = np.empty((len(x), n, n))  # cross[b, k, j] = log p_j(x_k)
+    for r in range(n):
+        lp = be.log_probs(np.roll(x, r, axis=1), np.full(len(x), sigma, np.float32))
+        for k in range(n):
+            cross[:, k, (k + r) % n] = lp[:, (k + r) % n]
+    own = np.einsum("bkk->bk", cross)
+    others = np.where(np.eye(n, dtype=bool), -np.inf, cross).max(axis=2)
+    return own - others
 
 
 def main() -> None:
@@ -82,6 +100,12 @@ def main() -> None:
         for i, c in enumerate(args.clips):
             gain = " / ".join(f"{v:+.1f}" for v in si_sdr_improvement(src[i], est[i], mix[i]))
             print(f"  clip {c}: {gain}   log p {lp[i]:.0f}")
+    print(f"own prior's log p minus the best other prior's, per source, in nats ({' / '.join(be.sources)})")
+    for name, est in (("true sources", src), ("+ band moves", bands)):
+        margin = cross_margins(be, est, sigma)
+        print(name)
+        for i, c in enumerate(args.clips):
+            print(f"  clip {c}: " + " / ".join(f"{v:+.0f}" for v in margin[i]))
 
 
 if __name__ == "__main__":

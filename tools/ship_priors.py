@@ -12,11 +12,18 @@ casts the weights back to float32, so the loader is unchanged. The set separates
 mixture and the card's chain (`rtsep.distill.CHAIN`: 200 noise-free mask steps, relabelling, 2 rounds
 of swap moves; plus one sweep of band moves, session 16) does the separating, at minutes per second
 of audio on one core.
+
+    python tools/ship_priors.py models/toy4-basis models/toy4-seed --encoder runs/t4bds
+
+`--encoder RUN` adds RUN's amortized encoder (float32, as trained) and makes the card's chain the
+warm one (`WARM`: 60 steps from the encoder's estimate, from sigma 0.1, the same moves): the
+encoder + Langevin set of issue 3 (README, Session 17). Shipping from a float16 set again is exact.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,12 +35,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rtsep.card import read_card, update_card  # noqa: E402
 from rtsep.distill import CHAIN  # noqa: E402
 from rtsep.errors import BundleError  # noqa: E402
+from rtsep.langevin import LangevinConfig  # noqa: E402
 from rtsep.train.checkpoint import save_weights  # noqa: E402
 from rtsep.train.prior import load_prior, prior_paths  # noqa: E402
 
 
-def ship(src: Path, dst: Path) -> list[str]:
-    """Copy SRC's priors to DST as float16 weights with their card entries; returns the sources."""
+BASIS_CHAIN = replace(CHAIN, bands=1)
+"""A priors-only set's chain: the cold chain, 2 swap rounds, one sweep of band moves (README, Session 16)."""
+WARM = replace(CHAIN, steps=60, sigma_start=0.1, warm_start=1.0, swap_steps=60, bands=1)
+"""An encoder set's chain: session 14's warm chain after the encoder (60 noise-free steps from sigma 0.1,
+relabelling, 2 swap rounds relaxed 60 steps each), plus session 16's band moves."""
+
+
+def ship(src: Path, dst: Path, encoder: Path | None = None) -> list[str]:
+    """Copy SRC's priors to DST as float16 weights with their card entries, and ENCODER's encoder if
+    given; returns the sources."""
     card = read_card(src)
     sources = list(card.get("priors", {}))
     if not sources:
@@ -42,7 +58,17 @@ def ship(src: Path, dst: Path) -> list[str]:
         save_weights(prior_paths(dst, s)[0], load_prior(src, s).half())
         update_card(dst, "priors", s, value=card["priors"][s])
     update_card(dst, "sample_rate", value=card["sample_rate"])
-    update_card(dst, "langevin", value=asdict(replace(CHAIN, bands=1)))  # + one sweep of band moves (README, Session 16)
+    chain: LangevinConfig = BASIS_CHAIN
+    if encoder is not None:
+        enc = read_card(encoder).get("encoder")
+        if enc is None or not (encoder / "encoder.pt").is_file():
+            raise BundleError(f"{encoder} holds no trained encoder")
+        if enc["config"].get("sources") != sources:
+            raise BundleError(f"{encoder}'s encoder separates {enc['config'].get('sources')}, not {sources}")
+        shutil.copy(encoder / "encoder.pt", dst / "encoder.pt")
+        update_card(dst, "encoder", value=enc)
+        chain = WARM
+    update_card(dst, "langevin", value=asdict(chain))
     update_card(dst, "weights_dtype", value=f"float16 (cast to float32 on load), shipped from {src} by tools/ship_priors.py")
     return sources
 
@@ -71,10 +97,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", type=Path, help="Run directory with priors/<source>.pt and card.json.")
     ap.add_argument("dst", type=Path, help="Model set to write (priors only).")
+    ap.add_argument("--encoder", type=Path, help="Run directory whose encoder.pt joins the set (its chain then starts warm).")
     ap.add_argument("--check-data", type=Path, help="Held-out set: measure what float16 changes in log p on its test clips.")
     a = ap.parse_args()
     try:
-        print(f"shipped {', '.join(ship(a.src, a.dst))} to {a.dst}")
+        print(f"shipped {', '.join(ship(a.src, a.dst, a.encoder))} to {a.dst}")
         if a.check_data:
             print(f"float16 changes log p by at most {check(a.src, a.dst, a.check_data):.2e} nats/sample")
     except (BundleError, OSError) as exc:
