@@ -332,7 +332,7 @@ def print_separation(res: dict) -> None:
 def eval_separate_cmd(
     model: str = typer.Argument(..., help="Model name or directory."),
     data: Path = typer.Option(..., help="Held-out data DATA/test/<source>/*.wav or DATA/<source>/*.wav"),
-    steps: int = typer.Option(4, min=0, help="Langevin steps after the encoder."),
+    steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps after the encoder (default: the card's, as `rtsep file`)."),
     space: Optional[str] = typer.Option(None, help=SPACE_HELP),
     temperature: Optional[float] = typer.Option(None, min=0.0, help="Langevin noise temperature (default: the card's)."),
     sigma_start: Optional[float] = typer.Option(None, min=1e-6, help="First annealing level (default: the card's)."),

@@ -33,15 +33,17 @@ def held_out_mixtures(data: Path, sources: tuple[str, ...], sample_rate: int, sp
     return src, src.mean(axis=1)
 
 
-def evaluate_separation(model: str | Path, data: Path, steps: int = 4, split: str = "test", clips: int = 40,
+def evaluate_separation(model: str | Path, data: Path, steps: int | None = None, split: str = "test", clips: int = 40,
                         seconds: float | None = None, backend: str = "torch", seed: int = 0, progress=None,
                         langevin: dict | None = None, whole: bool = False, shard: tuple[int, int] = (0, 1)) -> dict:
     """`per_clip[row]["si_sdri"][i][k]` is clip i's improvement for source k, so the clips that fail can be
     found. `shard` (I, N): only clips i with i % N == I, so N processes share one evaluation (`merge`
     joins their results). `whole`: each clip is one block (no streaming context or lookahead, padded only to the
-    encoder's stride), so a short clip is not judged inside a window that is mostly silence."""
+    encoder's stride), so a short clip is not judged inside a window that is mostly silence. `steps`
+    None: the card's, so the default evaluates what `rtsep file` runs."""
     model_dir = resolve_model(model)
     sep_k = Separator.load(model_dir, backend=backend, steps=steps, seed=seed)
+    steps = sep_k.run.steps
     src, mix = held_out_mixtures(data, sep_k.sources, sep_k.sample_rate, split, clips, seconds)
     index = list(range(len(src)))[shard[0] :: shard[1]]
     if not index:

@@ -110,7 +110,7 @@ def test_shipping_an_encoder_makes_a_warm_started_set(random_model, tmp_path):
     card = read_card(dst)
     assert (dst / "encoder.pt").read_bytes() == (random_model / "encoder.pt").read_bytes()
     assert card["encoder"] == read_card(random_model)["encoder"]
-    assert card["langevin"]["warm_start"] == 1.0 and card["langevin"]["steps"] == shipped.WARM.steps == 60
+    assert card["langevin"]["warm_start"] == 1.0 and card["langevin"]["steps"] == shipped.WARM.steps == 4
     assert card["langevin"]["bands"] == 1 and card["langevin"]["swaps"] == 2
     sep = Separator.load(dst, steps=0)  # the encoder alone now runs: a priors-only set refuses this
     x = np.random.default_rng(0).standard_normal((1, 4096)).astype(np.float32) * 0.1

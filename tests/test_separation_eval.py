@@ -55,3 +55,17 @@ def test_merge_cli_and_bad_shard(full_and_shards, toy_data, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["clip_index"] == [0, 1, 2, 3, 4]
     r = CliRunner().invoke(app, ["eval", "separate", "toy4", "--data", str(toy_data), "--shard", "2/2"])
     assert r.exit_code != 0 and "I must be in 0..N-1" in r.output and "Traceback" not in r.output
+
+
+def test_eval_defaults_to_the_cards_chain_length(toy_data, tmp_path):
+    """Without --steps the evaluation runs what `rtsep file` runs: the card's chain, not a fixed K."""
+    import shutil
+
+    from rtsep.card import update_card
+
+    model = tmp_path / "toy4"
+    shutil.copytree(MODELS_DIR / "toy4", model, ignore=shutil.ignore_patterns("onnx"))
+    update_card(model, "langevin", "steps", value=2)
+    res = evaluate_separation(model, toy_data, clips=1, seconds=0.25, whole=True)
+    assert res["steps"] == 2 and res["langevin"]["steps"] == 2 and "encoder+langevin2" in res["table"]
+    assert evaluate_separation(model, toy_data, steps=0, clips=1, seconds=0.25, whole=True)["steps"] == 0

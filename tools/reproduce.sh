@@ -188,7 +188,7 @@ if [ "$SET" = toy4-seed ]; then
   # own cold chain (no encoder, no stems) labels 64 stem-free training mixtures (two shards, one core
   # each, ~70 min); an encoder regresses the labels (runs/t4bd), then 100 seed-objective steps continue
   # it (runs/t4bds); shipped with the priors as models/toy4-seed, whose card chain starts warm from the
-  # encoder (tools/ship_priors.py WARM), and evaluated like toy4-basis (two shards, one core each).
+  # encoder (tools/ship_priors.py WARM: 4 steps, then the moves), evaluated like toy4-basis (two shards, one core each).
   for i in 0 1; do
     OMP_NUM_THREADS=1 rtsep data distill models/toy4-basis data/toy4-distill --data data/toy4 --clips 64 --threads 1 --shard $i/2 &
   done
@@ -211,10 +211,10 @@ if [ "$SET" = toy4-seed ]; then
     wait
     rtsep eval merge "runs/$3-0.json" "runs/$3-1.json" --label "$4" --json "runs/$3.json"
   }
-  seed_eval data/toy4-eval 20 toy4-seed-eval warm60_swaps2_ss60_bands1_whole
-  seed_eval data/toy4-eval77 10 toy4-seed-eval77 warm60_swaps2_ss60_bands1_whole_seed77
-  seed_eval data/toy4-eval 10 toy4-seed-valid warm60_swaps2_ss60_bands1_whole_valid --split valid
-  python -c 'import json,sys,numpy as np; A=np.concatenate([json.load(open(f))["per_clip"]["encoder+langevin60"]["si_sdri"] for f in sys.argv[1:]]); print(len(A), np.median(A,0).round(1), A.mean(0).round(1), (A.min(1)>8).sum())' \
+  seed_eval data/toy4-eval 20 toy4-seed-eval warm4_swaps2_ss60_bands1_whole
+  seed_eval data/toy4-eval77 10 toy4-seed-eval77 warm4_swaps2_ss60_bands1_whole_seed77
+  seed_eval data/toy4-eval 10 toy4-seed-valid warm4_swaps2_ss60_bands1_whole_valid --split valid
+  python -c 'import json,sys,numpy as np; A=np.concatenate([json.load(open(f))["per_clip"]["encoder+langevin4"]["si_sdri"] for f in sys.argv[1:]]); print(len(A), np.median(A,0).round(1), A.mean(0).round(1), (A.min(1)>8).sum())' \
     runs/toy4-seed-eval.json runs/toy4-seed-eval77.json runs/toy4-seed-valid.json
   python tools/write_card.py models/toy4-seed
   exit 0

@@ -16,7 +16,7 @@ of audio on one core.
     python tools/ship_priors.py models/toy4-basis models/toy4-seed --encoder runs/t4bds
 
 `--encoder RUN` adds RUN's amortized encoder (float32, as trained) and makes the card's chain the
-warm one (`WARM`: 60 steps from the encoder's estimate, from sigma 0.1, the same moves): the
+warm one (`WARM`: 4 steps from the encoder's estimate, from sigma 0.1, then the same moves): the
 encoder + Langevin set of issue 3 (README, Session 17). Shipping from a float16 set again is exact.
 """
 
@@ -42,9 +42,10 @@ from rtsep.train.prior import load_prior, prior_paths  # noqa: E402
 
 BASIS_CHAIN = replace(CHAIN, bands=1)
 """A priors-only set's chain: the cold chain, 2 swap rounds, one sweep of band moves (README, Session 16)."""
-WARM = replace(CHAIN, steps=60, sigma_start=0.1, warm_start=1.0, swap_steps=60, bands=1)
-"""An encoder set's chain: session 14's warm chain after the encoder (60 noise-free steps from sigma 0.1,
-relabelling, 2 swap rounds relaxed 60 steps each), plus session 16's band moves."""
+WARM = replace(CHAIN, steps=4, sigma_start=0.1, warm_start=1.0, swap_steps=60, bands=1)
+"""An encoder set's chain: 4 noise-free mask steps from the encoder's estimate (sigma 0.1 -> 0.01), then
+session 14's 2 swap rounds relaxed 60 steps each and session 16's band sweep; the moves do the work
+(README, Session 17: measured with 4 steps, the eval's old default; session 14's 60 were not re-run)."""
 
 
 def ship(src: Path, dst: Path, encoder: Path | None = None) -> list[str]:
