@@ -186,7 +186,7 @@ fi
 if [ "$SET" = toy4-seed ]; then
   # Session 17: an encoder for the shipped toy4-basis priors, by the session 12-14 recipe. The priors'
   # own cold chain (no encoder, no stems) labels 64 stem-free training mixtures (two shards, one core
-  # each, ~70 min); an encoder regresses the labels (runs/t4bd), then 100 seed-objective steps continue
+  # each, ~30 min); an encoder regresses the labels (runs/t4bd), then 100 seed-objective steps continue
   # it (runs/t4bds); shipped with the priors as models/toy4-seed, whose card chain starts warm from the
   # encoder (tools/ship_priors.py WARM: 4 steps, then the moves), evaluated like toy4-basis (two shards, one core each).
   for i in 0 1; do

@@ -17,7 +17,7 @@ of audio on one core.
 
 `--encoder RUN` adds RUN's amortized encoder (float32, as trained) and makes the card's chain the
 warm one (`WARM`: 4 steps from the encoder's estimate, from sigma 0.1, then the same moves): the
-encoder + Langevin set of issue 3 (README, Session 17). Shipping from a float16 set again is exact.
+encoder + Langevin set of issue 3 (README, Session 17). Shipping from a float16 set again keeps its tensors exactly.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def check(src: Path, dst: Path, data: Path, clips: int = 8, sigmas: tuple[float,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", type=Path, help="Run directory with priors/<source>.pt and card.json.")
-    ap.add_argument("dst", type=Path, help="Model set to write (priors only).")
+    ap.add_argument("dst", type=Path, help="Model set to write (priors only, unless --encoder).")
     ap.add_argument("--encoder", type=Path, help="Run directory whose encoder.pt joins the set (its chain then starts warm).")
     ap.add_argument("--check-data", type=Path, help="Held-out set: measure what float16 changes in log p on its test clips.")
     a = ap.parse_args()
