@@ -115,6 +115,8 @@ def test_shipping_an_encoder_makes_a_warm_started_set(random_model, tmp_path):
     sep = Separator.load(dst, steps=0)  # the encoder alone now runs: a priors-only set refuses this
     x = np.random.default_rng(0).standard_normal((1, 4096)).astype(np.float32) * 0.1
     assert sep.separate(x, 16000).shape[:2] == (2, 1)
+    with pytest.raises(BundleError, match="holds an encoder"):
+        shipped.ship(random_model, dst)  # priors only over an encoder set: its card would lie
     with pytest.raises(BundleError, match="holds no trained encoder"):
         shipped.ship(random_model, tmp_path / "x", encoder=tmp_path / "nothing")
     other = write_random_model(tmp_path / "other", sources=("a", "c"))

@@ -55,6 +55,9 @@ def ship(src: Path, dst: Path, encoder: Path | None = None) -> list[str]:
     sources = list(card.get("priors", {}))
     if not sources:
         raise BundleError(f"{src} holds no priors")
+    if encoder is None and (dst / "encoder.pt").exists():
+        raise BundleError(f"{dst} holds an encoder: pass --encoder to ship one, or ship to another folder "
+                          "(a priors-only card chain would start cold beside it)")
     for s in sources:  # load_prior checks the weights against their config; .half() rounds floats only
         save_weights(prior_paths(dst, s)[0], load_prior(src, s).half())
         update_card(dst, "priors", s, value=card["priors"][s])
