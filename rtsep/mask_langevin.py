@@ -247,6 +247,18 @@ def band_moves(x: np.ndarray, mix: np.ndarray, scores: ScoresFn, log_probs: LogP
     return both[rows, rated.reshape(b, 2).argmax(axis=1)]
 
 
+def cross_log_probs(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
+    """x (B, N, T) -> lp (B, N, N), lp[b, k, j] = log p_k(x_j) at `sigma`: every prior against every
+    estimate, in N calls of `log_probs` (which rates slot k by prior k) on rolled stacks."""
+    b, n, _ = x.shape
+    sig = np.full(b, sigma, dtype=np.float32)
+    lp = np.empty((b, n, n))
+    for r in range(n):
+        rolled = np.roll(x, r, axis=1)  # rolled[:, k] = x[:, (k - r) % n]
+        lp[:, np.arange(n), (np.arange(n) - r) % n] = log_probs(np.ascontiguousarray(rolled), sig)
+    return lp
+
+
 def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
     """x (B, N, T) -> (B, N) permutation: source k takes estimate perm[k], maximising sum_k log p_k.
 
@@ -256,13 +268,8 @@ def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.nda
     thousands of nats per second, README). Relabelling whole estimates is an exact move on the
     same posterior: the mixture (their mean) is unchanged. It costs N calls of `log_probs`, each
     running all N priors: N^2 prior passes."""
-    b, n, _ = x.shape
-    sig = np.full(b, sigma, dtype=np.float32)
-    # lp[b, k, j] = log p_k(x_j): prior k against every estimate, N calls on rolled stacks
-    lp = np.empty((b, n, n))
-    for r in range(n):
-        rolled = np.roll(x, r, axis=1)  # rolled[:, k] = x[:, (k - r) % n]
-        lp[:, np.arange(n), (np.arange(n) - r) % n] = log_probs(np.ascontiguousarray(rolled), sig)
+    n = x.shape[1]
+    lp = cross_log_probs(x, log_probs, sigma)
     perms = np.array(list(itertools.permutations(range(n))))  # (P, N); N! is small (24 for N = 4)
     totals = lp[:, np.arange(n)[None, :], perms].sum(axis=-1)  # (B, P)
     return perms[np.argmax(totals, axis=1)]

@@ -37,6 +37,20 @@ copy_priors() {
 copy_encoder() {
   mkdir -p "$2/ckpt" && cp "$1/encoder.pt" "$2/" && cp "$1/ckpt/encoder.pt" "$2/ckpt/"
 }
+# shard_eval MODEL DATA CLIPS NAME LABEL [FLAGS]: MODEL's card chain (or FLAGS) on CLIPS 1 s clips, each one
+# block, in two shards (one core each), merged into runs/NAME.json and MODEL's card under LABEL.
+shard_eval() {
+  for i in 0 1; do
+    OMP_NUM_THREADS=1 rtsep eval separate "$1" --data "$2" --clips "$3" --seconds 1 --whole --shard $i/2 \
+      --json "runs/$4-$i.json" "${@:6}" &
+  done
+  wait
+  rtsep eval merge "runs/$4-0.json" "runs/$4-1.json" --label "$5" --json "runs/$4.json"
+}
+# pooled ROW FILES...: clips, median, mean, clips with all four sources above 8 dB of merged results' ROW.
+pooled() {
+  python -c 'import json,sys,numpy as np; A=np.concatenate([json.load(open(f))["per_clip"][sys.argv[1]]["si_sdri"] for f in sys.argv[2:]]); print(len(A), np.median(A,0).round(1), A.mean(0).round(1), (A.min(1)>8).sum())' "$@"
+}
 if [ "$SET" = music4-v2 ]; then
   # Bigger priors with learned 1x1 mixing (24 min each on one thread; run two at a time on two
   # cores), the seed-objective encoder on them (23 min) and its evaluation with the mask chain.
@@ -154,29 +168,19 @@ if [ "$SET" = toy4-basis ]; then
     python tools/ship_priors.py runs/t4v3 models/toy4-basis --check-data data/toy4-eval
   fi
   mkdir -p runs
-  # basis_eval DATA CLIPS NAME LABEL [FLAGS]: the set's own chain on CLIPS test clips, two shards (one core each), merged
-  basis_eval() {
-    for i in 0 1; do
-      OMP_NUM_THREADS=1 rtsep eval separate models/toy4-basis --data "$1" --steps 200 --clips "$2" --seconds 1 \
-        --whole --shard $i/2 --json "runs/$3-$i.json" "${@:5}" &
-    done
-    wait
-    rtsep eval merge "runs/$3-0.json" "runs/$3-1.json" --label "$4" --json "runs/$3.json"
-  }
   # the set's default chain (session 16: with one sweep of band moves), then without them (session 15's)
   [ -f data/toy4-eval77/manifest.json ] || rtsep data toy4 data/toy4-eval77 --clips 100 --seconds 1 --seed 77
-  basis_eval data/toy4-eval 20 toy4-basis-b1-eval cold200_t0_swaps2_bands1_whole
-  basis_eval data/toy4-eval77 10 toy4-basis-b1-eval77 cold200_t0_swaps2_bands1_whole_seed77
-  basis_eval data/toy4-eval 20 toy4-basis-eval cold200_t0_swaps2_whole --bands 0
+  shard_eval models/toy4-basis data/toy4-eval 20 toy4-basis-b1-eval cold200_t0_swaps2_bands1_whole --steps 200
+  shard_eval models/toy4-basis data/toy4-eval77 10 toy4-basis-b1-eval77 cold200_t0_swaps2_bands1_whole_seed77 --steps 200
+  shard_eval models/toy4-basis data/toy4-eval 20 toy4-basis-eval cold200_t0_swaps2_whole --steps 200 --bands 0
   # the check on clips of a seed no choice was made on (10 test clips of seed 77)
-  basis_eval data/toy4-eval77 10 toy4-basis-eval77 cold200_t0_swaps2_whole_seed77 --bands 0
+  shard_eval models/toy4-basis data/toy4-eval77 10 toy4-basis-eval77 cold200_t0_swaps2_whole_seed77 --steps 200 --bands 0
   # and on the first 10 valid clips of the seed-99 set, with and without (session 16)
-  basis_eval data/toy4-eval 10 toy4-basis-b1-valid cold200_t0_swaps2_bands1_whole_valid --split valid
-  basis_eval data/toy4-eval 10 toy4-basis-valid cold200_t0_swaps2_whole_valid --split valid --bands 0
+  shard_eval models/toy4-basis data/toy4-eval 10 toy4-basis-b1-valid cold200_t0_swaps2_bands1_whole_valid --steps 200 --split valid
+  shard_eval models/toy4-basis data/toy4-eval 10 toy4-basis-valid cold200_t0_swaps2_whole_valid --steps 200 --split valid --bands 0
   # pooled over the three sets: clips, median, mean, clips with all four sources above 8 dB
   for v in b1- ""; do
-    python -c 'import json,sys,numpy as np; A=np.concatenate([json.load(open(f))["per_clip"]["encoder+langevin200"]["si_sdri"] for f in sys.argv[1:]]); print(len(A), np.median(A,0).round(1), A.mean(0).round(1), (A.min(1)>8).sum())' \
-      "runs/toy4-basis-${v}eval.json" "runs/toy4-basis-${v}eval77.json" "runs/toy4-basis-${v}valid.json"
+    pooled encoder+langevin200 "runs/toy4-basis-${v}eval.json" "runs/toy4-basis-${v}eval77.json" "runs/toy4-basis-${v}valid.json"
   done
   # the seed-77 clips that still fail: do the priors rate the truth above the result? (search vs prior failure)
   OMP_NUM_THREADS=1 python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
@@ -202,20 +206,10 @@ if [ "$SET" = toy4-seed ]; then
   rtsep train encoder runs/t4bds --data data/toy4 --objective seed --init-from runs/t4bd --kl-sigma-start 0.1 \
     --kl-sigma 0.01 --gain-min 0.7 --gain-max 1.0 --steps 100 --segment 8192 --lr 1e-4 --threads 2
   python tools/ship_priors.py models/toy4-basis models/toy4-seed --encoder runs/t4bds
-  # seed_eval DATA CLIPS NAME LABEL [FLAGS]: the set's own chain (its card's) in two shards, merged
-  seed_eval() {
-    for i in 0 1; do
-      OMP_NUM_THREADS=1 rtsep eval separate models/toy4-seed --data "$1" --clips "$2" --seconds 1 --whole \
-        --shard $i/2 --json "runs/$3-$i.json" "${@:5}" &
-    done
-    wait
-    rtsep eval merge "runs/$3-0.json" "runs/$3-1.json" --label "$4" --json "runs/$3.json"
-  }
-  seed_eval data/toy4-eval 20 toy4-seed-eval warm4_swaps2_ss60_bands1_whole
-  seed_eval data/toy4-eval77 10 toy4-seed-eval77 warm4_swaps2_ss60_bands1_whole_seed77
-  seed_eval data/toy4-eval 10 toy4-seed-valid warm4_swaps2_ss60_bands1_whole_valid --split valid
-  python -c 'import json,sys,numpy as np; A=np.concatenate([json.load(open(f))["per_clip"]["encoder+langevin4"]["si_sdri"] for f in sys.argv[1:]]); print(len(A), np.median(A,0).round(1), A.mean(0).round(1), (A.min(1)>8).sum())' \
-    runs/toy4-seed-eval.json runs/toy4-seed-eval77.json runs/toy4-seed-valid.json
+  shard_eval models/toy4-seed data/toy4-eval 20 toy4-seed-eval warm4_swaps2_ss60_bands1_whole
+  shard_eval models/toy4-seed data/toy4-eval77 10 toy4-seed-eval77 warm4_swaps2_ss60_bands1_whole_seed77
+  shard_eval models/toy4-seed data/toy4-eval 10 toy4-seed-valid warm4_swaps2_ss60_bands1_whole_valid --split valid
+  pooled encoder+langevin4 runs/toy4-seed-eval.json runs/toy4-seed-eval77.json runs/toy4-seed-valid.json
   python tools/write_card.py models/toy4-seed
   exit 0
 fi

@@ -34,8 +34,8 @@ from rtsep.backends import TorchBackend
 from rtsep.distill import CHAIN, cold_chain
 from rtsep.errors import RtsepError
 from rtsep.langevin import scores_from_steps
-from rtsep.mask_langevin import band_moves, harden, mask_chain, numpy_stft, spectral_regions
-from rtsep.metrics import si_sdr_improvement
+from rtsep.mask_langevin import band_moves, cross_log_probs, harden, mask_chain, numpy_stft, spectral_regions
+from rtsep.metrics import si_sdr, si_sdr_improvement
 
 
 def oracle_regions(chain: np.ndarray, src: np.ndarray, mix: np.ndarray, regions: int) -> np.ndarray:
@@ -49,18 +49,12 @@ def oracle_regions(chain: np.ndarray, src: np.ndarray, mix: np.ndarray, regions:
     return stft.inverse(src.shape[1] * share * spec[:, None]).astype(np.float32)
 
 
-def cross_margins(be: TorchBackend, x: np.ndarray, sigma: float) -> np.ndarray:
-    """(B, N): log p_k(x_k) - max_{j != k} log p_j(x_k) at `sigma`, every estimate rated by every prior
-    (N calls: `log_probs` rates slot k by prior k, so the sources are rolled through the slots)."""
+def cross_margins(be: TorchBackend, x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lp (B, N, N) with lp[b, k, j] = log p_k(x_j), margins (B, N) = log p_k(x_k) - max_{j != k} log p_j(x_k))."""
+    lp = cross_log_probs(x, be.log_probs, sigma)
     n = x.shape[1]
-    cross = np.empty((len(x), n, n))  # cross[b, k, j] = log p_j(x_k)
-    for r in range(n):
-        lp = be.log_probs(np.roll(x, r, axis=1), np.full(len(x), sigma, np.float32))
-        for k in range(n):
-            cross[:, k, (k + r) % n] = lp[:, (k + r) % n]
-    own = np.einsum("bkk->bk", cross)
-    others = np.where(np.eye(n, dtype=bool), -np.inf, cross).max(axis=2)
-    return own - others
+    others = np.where(np.eye(n, dtype=bool)[None], -np.inf, lp).max(axis=1)  # best other prior, per estimate
+    return lp, np.einsum("bkk->bk", lp) - others
 
 
 def main() -> None:
@@ -100,12 +94,19 @@ def main() -> None:
         for i, c in enumerate(args.clips):
             gain = " / ".join(f"{v:+.1f}" for v in si_sdr_improvement(src[i], est[i], mix[i]))
             print(f"  clip {c}: {gain}   log p {lp[i]:.0f}")
-    print(f"own prior's log p minus the best other prior's, per source, in nats ({' / '.join(be.sources)})")
+    print(f"every prior against every estimate: log p in knats, a row per prior, a column per estimate "
+          f"({' / '.join(be.sources)}), then each estimate's own prior minus the best other prior (margin)")
     for name, est in (("true sources", src), ("+ band moves", bands)):
-        margin = cross_margins(be, est, sigma)
+        lp, margin = cross_margins(be, est, sigma)
         print(name)
         for i, c in enumerate(args.clips):
-            print(f"  clip {c}: " + " / ".join(f"{v:+.0f}" for v in margin[i]))
+            rows = "; ".join(" ".join(f"{v / 1000:+.1f}" for v in row) for row in lp[i])
+            print(f"  clip {c}: [{rows}]  margin " + " / ".join(f"{v:+.0f}" for v in margin[i]))
+    print("the true source each band-moves estimate matches best (SI-SDR in dB against it)")
+    for i, c in enumerate(args.clips):
+        match = si_sdr(src[i][None], bands[i][:, None])  # [k, j]: estimate k against true source j
+        print(f"  clip {c}: " + ", ".join(f"{be.sources[k]} <- {be.sources[j]} {match[k, j]:+.1f}"
+                                            for k, j in enumerate(match.argmax(axis=1))))
 
 
 if __name__ == "__main__":
