@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -260,6 +261,11 @@ def train_encoder_cmd(
     noise_floor: float = typer.Option(1e-3, min=0.0, help="Smallest std of q (seed objective): no estimate is exactly silent."),
     pitch_shift: float = typer.Option(0.0, min=0.0, max=24.0, help="Shift each excerpt's pitch by a random amount in +-this many semitones before mixing."),
     gamma: float = typer.Option(0.01, help="Std of the Gaussian mixture likelihood."),
+    band_weight: float = typer.Option(0.0, min=0.0, help="Seed objective: weight per sample of the band-shape prior "
+                                      "(log energy share per octave band, fitted to each source's solo excerpts; 0: off)."),
+    bands_per_octave: int = typer.Option(1, min=1, max=12, help="Resolution of the band-shape prior."),
+    max_scale: float = typer.Option(1.0, min=1e-6, help="Largest std of q per sample (stored in the encoder's config): "
+                                    "q's entropy pays for wide posteriors, whose samples the priors judge as noise."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
     repeats: int = typer.Option(1),
     front: str = typer.Option("learned", help="learned (Conv-TasNet basis) or stft (ratio masks: cannot invent content)."),
@@ -282,11 +288,12 @@ def train_encoder_cmd(
     card = read_card(model_dir)
     cfg = EncoderConfig(sources=list(card.get("priors", {})), sample_rate=card.get("sample_rate", 16000),
                         filters=filters, hidden=hidden, blocks=blocks, repeats=repeats, front=front, n_fft=n_fft,
-                        stride=stride)
+                        stride=stride, log_scale_max=math.log(max_scale))
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
                          kl_sigma_start=kl_sigma_start or None, active_start=active_start,
-                         noise_floor=noise_floor, pitch_shift=pitch_shift)
+                         noise_floor=noise_floor, pitch_shift=pitch_shift, band_weight=band_weight,
+                         bands_per_octave=bands_per_octave)
     entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes, init_from=init_from)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")

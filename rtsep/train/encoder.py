@@ -62,6 +62,13 @@ class EncoderTraining:
     tempo moves with it) before mixing. A distill set holds few labelled mixtures (the chain is slow):
     on toy4, 48 of them fit to +13..+17 dB and held out gave -9.8..+4.8; a +-12 semitone shift there
     underfit instead and was worse held out after the chain (README, Session 12)."""
+    band_weight: float = 0.0
+    """Weight per sample of the band-shape prior (seed objective; 0: off): a diagonal Gaussian on each
+    estimate's log share of energy per band (`band_edges`), fitted to the source's own
+    solo excerpts, like the level prior beside each flow. The flows rate an estimate stripped of
+    its broadband content above the truth, and the seed objective dumps it all into one source
+    (README, Session 18)."""
+    bands_per_octave: int = 1
     noise_floor: float = 1e-3
     """Smallest std of q (seed objective): an estimate is never exactly silent, so a level-normalised
     prior sees a silent estimate as loud white noise (see `FlowPrior.shape_log_prob_sum`)."""
@@ -149,14 +156,60 @@ def seed_kl(priors: list, mean: torch.Tensor, log_scale: torch.Tensor, sigma: fl
     return (log_q - log_p).mean(dim=0), log_p.mean(dim=0), s_hat
 
 
-def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float, floor: float = 0.0
-              ) -> tuple[torch.Tensor, dict]:
-    """Seed objective in nats per sample: KL terms per source (`seed_kl`) plus the mixture term."""
+def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma: float, floor: float = 0.0,
+              bands: BandPrior | None = None, band_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Seed objective in nats per sample: KL terms per source (`seed_kl`) plus the mixture term, plus
+    `band_weight` x the band-shape prior's negative log-density when `bands` is given."""
     mean, log_scale = enc(mix)
     kl, _, s_hat = seed_kl(priors, mean, log_scale, sigma, floor)
     mix_term = ((s_hat.mean(dim=1, keepdim=True) - mix) ** 2).sum(dim=-1).mean() / (2 * gamma**2 * mix.shape[-1])
     loss = kl.sum() + mix_term
-    return loss, {"kl": kl.sum().item(), "mix": mix_term.item(), "sigma": sigma}
+    parts = {"kl": kl.sum().item(), "mix": mix_term.item(), "sigma": sigma}
+    if bands is not None and band_weight:
+        band = bands.nll(s_hat).mean(dim=0).sum()
+        loss = loss + band_weight * band
+        parts["band"] = band.item()
+    return loss, parts
+
+
+def band_edges(per_octave: int = 1) -> tuple[float, ...]:
+    """Lower edges (Hz) of the band-shape prior's bands: everything below 125 Hz, then `per_octave`
+    bands per octave up to 4 kHz and one from there to Nyquist (1: 0, 125, 250, ..., 4000)."""
+    return (0.0, *(125.0 * 2 ** (i / per_octave) for i in range(5 * per_octave + 1)))
+
+
+@dataclass
+class BandPrior:
+    """Per source, a diagonal Gaussian on log band-energy shares (N, bands): what a sample-level
+    flow with a short receptive field does not see, the long-term spectral balance."""
+
+    mean: torch.Tensor
+    spread: torch.Tensor
+    sample_rate: int
+    edges: tuple[float, ...] = band_edges()
+
+    @classmethod
+    def fit(cls, sets: list[SourceSet], rng: np.random.Generator, length: int, sample_rate: int, n: int = 256,
+            floor: float = 1e-3, edges: tuple[float, ...] = band_edges()) -> BandPrior:
+        """From n solo excerpts per source (plus the encoder's noise floor, which every estimate has)."""
+        x = torch.from_numpy(np.stack([s.excerpts(rng, n, length) for s in sets], axis=1))
+        shares = band_log_shares(x + floor * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)),
+                                 sample_rate, edges)
+        return cls(shares.mean(dim=0), shares.std(dim=0) + 0.1, sample_rate, edges)
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, N, T) -> (B, N): 0.5 sum_bands z^2 (no constant), per sample of the weight."""
+        z = (band_log_shares(x, self.sample_rate, self.edges) - self.mean) / self.spread
+        return 0.5 * (z**2).sum(dim=-1)
+
+
+def band_log_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
+    """x (..., T) -> log of each band's share of the energy (..., bands), floored at 1e-4."""
+    power = torch.fft.rfft(x, dim=-1).abs() ** 2
+    freqs = torch.fft.rfftfreq(x.shape[-1], 1 / sample_rate)
+    band = torch.bucketize(freqs, torch.tensor(edges[1:], dtype=freqs.dtype), right=True)
+    energy = torch.zeros(*x.shape[:-1], len(edges), dtype=power.dtype).index_add_(-1, band, power)
+    return torch.log(energy / energy.sum(dim=-1, keepdim=True).clamp_min(1e-20) + 1e-4)
 
 
 def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -240,6 +293,9 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
                         opt=opt.state_dict(), rng=rng_state(rng), torch_rng=torch.get_rng_state(), step=step,
                         elapsed=elapsed, history=history, runs=runs, init_from=was_init)
 
+    # fitted from a fixed draw, so a resumed run rebuilds the same statistics
+    bands = (BandPrior.fit(sets, np.random.default_rng(tr.seed + 1), tr.segment, sr, floor=tr.noise_floor,
+                           edges=band_edges(tr.bands_per_octave)) if tr.band_weight else None)
     enc.train()
     t0, ema = time.monotonic(), None
     with bar(disable=not show) as progress:
@@ -247,7 +303,8 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
             mix, src = mixture_batch(rng, sets, tr, tr.active_at(step))
             if tr.objective == "seed":
-                loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step), floor=tr.noise_floor)
+                loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step), floor=tr.noise_floor, bands=bands,
+                                        band_weight=tr.band_weight)
             else:
                 loss, parts = supervised_loss(enc, mix, src)
             opt.zero_grad(set_to_none=True)
