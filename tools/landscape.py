@@ -6,8 +6,14 @@ For held-out mixtures, scores candidate separations with the sum over sources of
 sources, copies of the mixture, half-true, a permutation, loud estimates that cancel in the
 mixture, all signal in one source with faint invented others, and all signal in one source with
 silence elsewhere. `--raw` scores with the raw log-density instead (the session-1 objective).
+`--encoders RUN...` adds trained encoders' means as candidates; `--band-weight W --solo DIR` adds a
+column with the band-shape prior (`rtsep train encoder --band-weight`) fitted to DIR's solo
+excerpts; every candidate also shows each source's share of energy above 2 kHz (Session 18: the
+seed objective's best point under the shipped music4 priors strips it from three sources).
 
     python tools/landscape.py models/music4 --data data/music4-eval [--sigma 0.02] [--raw]
+    python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --encoders runs/m4s \
+        --band-weight 0.1 --solo data/music4
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rtsep.card import read_card
+from rtsep.datasets.folder import SourceSet
 from rtsep.errors import RtsepError
 from rtsep.separation_eval import held_out_mixtures
+from rtsep.train.encoder import BandPrior, load_encoder
 from rtsep.train.prior import load_prior
 
 
@@ -51,7 +60,12 @@ def main() -> int:
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--samples", type=int, default=8192)
     ap.add_argument("--raw", action="store_true", help="score with the raw log-density (no level normalisation)")
+    ap.add_argument("--encoders", nargs="*", default=[], help="model dirs whose encoder means join the candidates")
+    ap.add_argument("--band-weight", type=float, default=0.0, help="also score with the band-shape prior at this weight")
+    ap.add_argument("--solo", help="source-only data set the band-shape prior is fitted to (its train split)")
     args = ap.parse_args()
+    if args.band_weight and not args.solo:
+        ap.error("--band-weight needs --solo")
     torch.manual_seed(0)
     try:
         card = read_card(args.model_dir)
@@ -60,6 +74,11 @@ def main() -> int:
             raise RtsepError(f"{args.model_dir} holds no trained priors")
         priors = [load_prior(args.model_dir, s).requires_grad_(False) for s in names]
         src, mix = held_out_mixtures(args.data, names, card["sample_rate"], "test", args.clips, None)
+        encoders = [(Path(e).name, load_encoder(Path(e))) for e in args.encoders]
+        bands = None
+        if args.band_weight:
+            sets = [SourceSet.load(Path(args.solo), s, card["sample_rate"], "train") for s in names]
+            bands = BandPrior.fit(sets, np.random.default_rng(0), args.samples, card["sample_rate"])
     except RtsepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -67,15 +86,26 @@ def main() -> int:
         for p in priors:
             p.cfg = dataclasses.replace(p.cfg, level=0.0)
     src, mix = src[..., : args.samples], mix[..., : args.samples]
+    cands = candidates(src, mix, names)
+    for name, enc in encoders:
+        with torch.no_grad():
+            cands[name] = enc(torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[:, None])[0].numpy()
     print(f"summed log-density per sample at sigma {args.sigma} ({'raw' if args.raw else 'level-normalised'}), "
-          f"{len(src)} mixtures; per source: {' '.join(names)}")
-    for name, x in candidates(src, mix, names).items():
+          f"{len(src)} mixtures; per source: {' '.join(names)}; "
+          + (f"with the band-shape prior at weight {args.band_weight}; " if bands else "")
+          + "share of energy above 2 kHz per source")
+    freqs = np.fft.rfftfreq(src.shape[-1], 1 / card["sample_rate"])
+    for name, x in cands.items():
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         x = x + 1e-3 * torch.randn_like(x)  # the encoder's noise floor: no estimate is exactly silent
         with torch.no_grad():
             v = torch.stack([p.shape_log_prob_sum(x[:, k : k + 1], args.sigma) / x.shape[-1]
                              for k, p in enumerate(priors)], 1).mean(0).numpy()
-        print(f"  {name:16s} {v.sum():8.2f}   " + " ".join(f"{t:7.2f}" for t in v))
+        power = np.abs(np.fft.rfft(x.numpy(), axis=-1)) ** 2
+        high = (power[..., freqs > 2000].sum(-1) / power.sum(-1)).mean(0)
+        band = f"{v.sum() - args.band_weight * float(bands.nll(x).sum(1).mean()):8.2f}   " if bands else ""
+        print(f"  {name:16s} {v.sum():8.2f}   {band}" + " ".join(f"{t:7.2f}" for t in v)
+              + "   " + " ".join(f"{h:5.3f}" for h in high))
     return 0
 
 
