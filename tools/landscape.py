@@ -63,6 +63,8 @@ def main() -> int:
     ap.add_argument("--encoders", nargs="*", default=[], help="model dirs whose encoder means join the candidates")
     ap.add_argument("--band-weight", type=float, default=0.0, help="also score with the band-shape prior at this weight")
     ap.add_argument("--solo", help="source-only data set the band-shape prior is fitted to (its train split)")
+    ap.add_argument("--margins", action="store_true", help="also each estimate's own prior's log p minus the best "
+                    "other prior's (median over mixtures, per source; N times the prior passes)")
     args = ap.parse_args()
     if args.band_weight and not args.solo:
         ap.error("--band-weight needs --solo")
@@ -93,7 +95,8 @@ def main() -> int:
     print(f"summed log-density per sample at sigma {args.sigma} ({'raw' if args.raw else 'level-normalised'}), "
           f"{len(src)} mixtures; per source: {' '.join(names)}; "
           + (f"with the band-shape prior at weight {args.band_weight}; " if bands else "")
-          + "share of energy above 2 kHz per source")
+          + "share of energy above 2 kHz per source"
+          + ("; median margin over the best other prior per source" if args.margins else ""))
     freqs = np.fft.rfftfreq(src.shape[-1], 1 / card["sample_rate"])
     for name, x in cands.items():
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -104,8 +107,16 @@ def main() -> int:
         power = np.abs(np.fft.rfft(x.numpy(), axis=-1)) ** 2
         high = (power[..., freqs > 2000].sum(-1) / power.sum(-1)).mean(0)
         band = f"{v.sum() - args.band_weight * float(bands.nll(x).sum(1).mean()):8.2f}   " if bands else ""
+        margin = ""
+        if args.margins:
+            with torch.no_grad():  # lp[b, j, k] = log p_j(x_k)
+                lp = torch.stack([torch.stack([p.shape_log_prob_sum(x[:, k : k + 1], args.sigma) / x.shape[-1]
+                                               for k in range(len(names))], 1) for p in priors], 1).numpy()
+            own = np.einsum("bkk->bk", lp)
+            other = np.stack([np.delete(lp[:, :, k], k, axis=1).max(axis=1) for k in range(len(names))], 1)
+            margin = "   " + " ".join(f"{m:+6.3f}" for m in np.median(own - other, axis=0))
         print(f"  {name:16s} {v.sum():8.2f}   {band}" + " ".join(f"{t:7.2f}" for t in v)
-              + "   " + " ".join(f"{h:5.3f}" for h in high))
+              + "   " + " ".join(f"{h:5.3f}" for h in high) + margin)
     return 0
 
 

@@ -2,12 +2,12 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed  (session 6-17 LU-prior experiments in
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed | music4-bands  (session 6-18 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
-#   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data: README "Session 6" to "Session 17")
+#   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data, music4-bands after models/music4: README "Session 6" to "Session 18")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis|toy4-seed}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis|toy4-seed|music4-bands}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -185,6 +185,42 @@ if [ "$SET" = toy4-basis ]; then
   # the seed-77 clips that still fail: do the priors rate the truth above the result? (search vs prior failure)
   OMP_NUM_THREADS=1 python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
   python tools/write_card.py models/toy4-basis
+  exit 0
+fi
+if [ "$SET" = music4-bands ]; then
+  # Session 18: seed-objective encoders on copies of the shipped music4 priors (2000 steps, ~8 min each on
+  # one core; two at a time): the session-3 command (runs/m4s), q's std bounded (--max-scale), the
+  # band-shape prior (--band-weight, --bands-per-octave) and both; encoder alone on 20 clips of 4 s, the
+  # session-6 mask chain on 6 clips of 2 s, and the landscape of their means.
+  [ -f data/music4/manifest.json ] || rtsep data music4 data/music4 --clips 400 --seconds 4 --seed 0
+  [ -f data/music4-eval/manifest.json ] || rtsep data music4 data/music4-eval --clips 400 --seconds 4 --seed 99
+  ENC="--data data/music4 --objective seed --front stft --stride 256 --blocks 5 --steps 2000 --segment 8192
+    --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
+  train() {  # train RUN FLAGS...: on a copy of models/music4's priors
+    local run=$1; shift
+    [ -f "$run/encoder.pt" ] || copy_priors models/music4 "$run"
+    OMP_NUM_THREADS=1 rtsep train encoder "$run" $ENC "$@"
+    OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/music4-eval --steps 0 --clips 20 --seconds 4 --json "$run-enc.json"
+  }
+  train runs/m4s & train runs/m4m1 --max-scale 0.001 & wait
+  train runs/m4m10 --max-scale 0.01 & train runs/m4b03 --band-weight 0.03 & wait
+  train runs/m4b10 --band-weight 0.1 & train runs/m4b30 --band-weight 0.3 & wait
+  train runs/m4h10 --band-weight 0.1 --bands-per-octave 3 & train runs/m4mb10 --max-scale 0.001 --band-weight 0.1 & wait
+  train runs/m4mb30 --max-scale 0.001 --band-weight 0.3 & wait
+  chain() {  # chain RUN: the session-6 mask chain after the encoder
+    OMP_NUM_THREADS=1 rtsep eval separate "$1" --data data/music4-eval --steps 16 --space mask --sigma-start 0.1 \
+      --sigma-end 0.02 --temperature 0 --clips 6 --seconds 2 --json "$1-chain16.json"
+  }
+  chain runs/m4s & chain runs/m4m1 & wait
+  chain runs/m4b10 & chain runs/m4b03 & wait
+  for i in 0 1; do  # the best encoder (band weight 0.1) + the chain on the 20 clips of 4 s
+    OMP_NUM_THREADS=1 rtsep eval separate runs/m4b10 --data data/music4-eval --steps 16 --space mask --sigma-start 0.1 \
+      --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4 --shard $i/2 --json runs/m4b10-chain16-20-$i.json &
+  done
+  wait
+  rtsep eval merge runs/m4b10-chain16-20-0.json runs/m4b10-chain16-20-1.json --json runs/m4b10-chain16-20.json
+  python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --band-weight 0.1 --solo data/music4 \
+    --encoders models/music4 runs/m4s runs/m4m1 runs/m4b10 runs/m4b03 runs/m4mb10 runs/m4mb30
   exit 0
 fi
 if [ "$SET" = toy4-seed ]; then
