@@ -9,9 +9,11 @@ import math
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from rtsep.datasets.folder import SourceSet
+from rtsep.errors import DataError
 from rtsep.nn.encoder import Encoder, EncoderConfig
 from rtsep.separation_eval import evaluate_separation
 from rtsep.separator import MODELS_DIR
@@ -107,6 +109,8 @@ def test_band_weight_and_max_scale_reach_the_seed_objective(tiny_priors, toy_dat
     loss_b, parts_b = seed_loss(enc, priors, mix, sigma=0.05, gamma=1e6, bands=bands, band_weight=1.0)
     assert "band" not in parts and parts_b["band"] > 0
     assert abs(float(loss_b - loss) - parts_b["band"]) < 1e-3 * parts_b["band"]
+    with pytest.raises(DataError, match="seed objective"):  # no silent no-op under another objective
+        train_encoder(model, toy_data, cfg, EncoderTraining(objective="supervised", steps=1, band_weight=0.1), show=False)
     enc.zero_grad()
     (loss_b - loss).backward()
     assert sum(float(p.grad.abs().sum()) for p in enc.masks.parameters()) > 0

@@ -69,6 +69,7 @@ class EncoderTraining:
     its broadband content above the truth, and the seed objective dumps it all into one source
     (README, Session 18)."""
     bands_per_octave: int = 1
+    """Resolution of the band-shape prior: 3 per octave lost the bass on music4 (README, Session 18)."""
     noise_floor: float = 1e-3
     """Smallest std of q (seed objective): an estimate is never exactly silent, so a level-normalised
     prior sees a silent estimate as loud white noise (see `FlowPrior.shape_log_prob_sum`)."""
@@ -245,6 +246,9 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     keep the basin the chain found, or leave it?"""
     if tr.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {tr.objective!r} (choose from {', '.join(OBJECTIVES)})")
+    if tr.band_weight and tr.objective != "seed":
+        raise DataError("--band-weight is a term of the seed objective; it does nothing with --objective "
+                        f"{tr.objective}")
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     sources = list(card.get("priors", {}))
