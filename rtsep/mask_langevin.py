@@ -259,6 +259,15 @@ def cross_log_probs(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.nd
     return lp
 
 
+def cross_margins(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lp (B, N, N) as `cross_log_probs`, margins (B, N) = log p_k(x_k) - max_{j != k} log p_j(x_k)): how
+    much more each estimate's own prior likes it than the best other prior does."""
+    lp = cross_log_probs(x, log_probs, sigma)
+    n = x.shape[1]
+    others = np.where(np.eye(n, dtype=bool)[None], -np.inf, lp).max(axis=1)  # best other prior, per estimate
+    return lp, np.einsum("bkk->bk", lp) - others
+
+
 def best_labelling(x: np.ndarray, log_probs: LogProbsFn, sigma: float) -> np.ndarray:
     """x (B, N, T) -> (B, N) permutation: source k takes estimate perm[k], maximising sum_k log p_k.
 

@@ -136,10 +136,13 @@ def test_relabelling_undoes_a_whole_swap_that_the_gradient_chain_keeps():
     run = run_steps(numpy_step(gauss))
 
     log_probs = gaussian_log_probs(spectra)
-    from rtsep.mask_langevin import best_labelling
+    from rtsep.mask_langevin import best_labelling, cross_margins
 
     assert best_labelling(swapped, log_probs, 0.01).tolist() == [[1, 0]]
     assert best_labelling(src[None], log_probs, 0.01).tolist() == [[0, 1]]
+    lp, margins = cross_margins(src[None], log_probs, 0.01)  # lp[0, k, j]: prior k on estimate j
+    assert np.allclose(margins, [[lp[0, 0, 0] - lp[0, 1, 0], lp[0, 1, 1] - lp[0, 0, 1]]])
+    assert (margins > 0).all() and (cross_margins(swapped, log_probs, 0.01)[1] < 0).all()
 
     def chain(relabel):
         cfg = LangevinConfig(steps=3, space="mask", temperature=0.0, mask_lr=0.05, relabel_every=relabel)

@@ -9,7 +9,9 @@ silence elsewhere. `--raw` scores with the raw log-density instead (the session-
 `--encoders RUN...` adds trained encoders' means as candidates; `--band-weight W --solo DIR` adds a
 column with the band-shape prior (`rtsep train encoder --band-weight`) fitted to DIR's solo
 excerpts; every candidate also shows each source's share of energy above 2 kHz (Session 18: the
-seed objective's best point under the shipped music4 priors strips it from three sources).
+seed objective's best point under the shipped music4 priors strips it from three sources), and
+each encoder the median std of its q. `--margins`: each estimate's own prior's log p minus the best
+other prior's (`rtsep.mask_langevin.cross_margins`).
 
     python tools/landscape.py models/music4 --data data/music4-eval [--sigma 0.02] [--raw]
     python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --encoders runs/m4s \
@@ -29,8 +31,9 @@ import torch
 from rtsep.card import read_card
 from rtsep.datasets.folder import SourceSet
 from rtsep.errors import RtsepError
+from rtsep.mask_langevin import cross_margins
 from rtsep.separation_eval import held_out_mixtures
-from rtsep.train.encoder import BandPrior, load_encoder
+from rtsep.train.encoder import BandPrior, band_shares, load_encoder
 from rtsep.train.prior import load_prior
 
 
@@ -88,35 +91,38 @@ def main() -> int:
         for p in priors:
             p.cfg = dataclasses.replace(p.cfg, level=0.0)
     src, mix = src[..., : args.samples], mix[..., : args.samples]
-    cands = candidates(src, mix, names)
+    cands, widths = candidates(src, mix, names), {}
     for name, enc in encoders:
         with torch.no_grad():
-            cands[name] = enc(torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[:, None])[0].numpy()
+            mean, log_scale = enc(torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[:, None])
+        cands[name], widths[name] = mean.numpy(), torch.exp(log_scale).median(dim=-1).values.mean(dim=0).numpy()
+    length = src.shape[-1]
+
+    def log_probs(x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """(B, N, T) -> (B, N) nats per sample, prior k on slot k (`rtsep.mask_langevin.LogProbsFn`)."""
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        with torch.no_grad():
+            return torch.stack([p.shape_log_prob_sum(xt[:, k : k + 1], float(sigma[0])) / length
+                                for k, p in enumerate(priors)], 1).numpy()
+
     print(f"summed log-density per sample at sigma {args.sigma} ({'raw' if args.raw else 'level-normalised'}), "
           f"{len(src)} mixtures; per source: {' '.join(names)}; "
           + (f"with the band-shape prior at weight {args.band_weight}; " if bands else "")
           + "share of energy above 2 kHz per source"
           + ("; median margin over the best other prior per source" if args.margins else ""))
-    freqs = np.fft.rfftfreq(src.shape[-1], 1 / card["sample_rate"])
     for name, x in cands.items():
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        x = x + 1e-3 * torch.randn_like(x)  # the encoder's noise floor: no estimate is exactly silent
-        with torch.no_grad():
-            v = torch.stack([p.shape_log_prob_sum(x[:, k : k + 1], args.sigma) / x.shape[-1]
-                             for k, p in enumerate(priors)], 1).mean(0).numpy()
-        power = np.abs(np.fft.rfft(x.numpy(), axis=-1)) ** 2
-        high = (power[..., freqs > 2000].sum(-1) / power.sum(-1)).mean(0)
-        band = f"{v.sum() - args.band_weight * float(bands.nll(x).sum(1).mean()):8.2f}   " if bands else ""
+        x = (x + 1e-3 * torch.randn_like(x)).numpy()  # the encoder's noise floor: no estimate is exactly silent
+        v = log_probs(x, np.full(len(x), args.sigma, np.float32)).mean(0)
+        high = band_shares(torch.from_numpy(x), card["sample_rate"], (0.0, 2000.0))[..., 1].mean(0).numpy()
+        band = f"{v.sum() - args.band_weight * float(bands.nll(torch.from_numpy(x)).sum(1).mean()):8.2f}   " if bands else ""
         margin = ""
         if args.margins:
-            with torch.no_grad():  # lp[b, j, k] = log p_j(x_k)
-                lp = torch.stack([torch.stack([p.shape_log_prob_sum(x[:, k : k + 1], args.sigma) / x.shape[-1]
-                                               for k in range(len(names))], 1) for p in priors], 1).numpy()
-            own = np.einsum("bkk->bk", lp)
-            other = np.stack([np.delete(lp[:, :, k], k, axis=1).max(axis=1) for k in range(len(names))], 1)
-            margin = "   " + " ".join(f"{m:+6.3f}" for m in np.median(own - other, axis=0))
+            margin = "   " + " ".join(f"{m:+6.3f}" for m in np.median(cross_margins(x, log_probs, args.sigma)[1], axis=0))
         print(f"  {name:16s} {v.sum():8.2f}   {band}" + " ".join(f"{t:7.2f}" for t in v)
               + "   " + " ".join(f"{h:5.3f}" for h in high) + margin)
+    for name, w in widths.items():  # what the seed KL's samples add to the means the priors are shown
+        print(f"  {name}: q's std, median over each estimate, per source: " + " ".join(f"{v:.3f}" for v in w))
     return 0
 
 

@@ -220,7 +220,10 @@ if [ "$SET" = music4-bands ]; then
   wait
   rtsep eval merge runs/m4b10-chain16-20-0.json runs/m4b10-chain16-20-1.json --json runs/m4b10-chain16-20.json
   python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --band-weight 0.1 --solo data/music4 \
-    --encoders models/music4 runs/m4s runs/m4m1 runs/m4b10 runs/m4b03 runs/m4mb10 runs/m4mb30
+    --margins --encoders models/music4 runs/m4s runs/m4m1 runs/m4b10 runs/m4b03 runs/m4mb10 runs/m4mb30
+  for s in 0.005 0.01 0.05 0.1; do  # the means-only encoder against the truth at every sigma
+    python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --sigma $s --encoders runs/m4m1
+  done
   exit 0
 fi
 if [ "$SET" = toy4-seed ]; then

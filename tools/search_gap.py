@@ -34,7 +34,7 @@ from rtsep.backends import TorchBackend
 from rtsep.distill import CHAIN, cold_chain
 from rtsep.errors import RtsepError
 from rtsep.langevin import scores_from_steps
-from rtsep.mask_langevin import band_moves, cross_log_probs, harden, mask_chain, numpy_stft, spectral_regions
+from rtsep.mask_langevin import band_moves, cross_margins, harden, mask_chain, numpy_stft, spectral_regions
 from rtsep.metrics import si_sdr, si_sdr_improvement
 
 
@@ -47,14 +47,6 @@ def oracle_regions(chain: np.ndarray, src: np.ndarray, mix: np.ndarray, regions:
     truth = (np.abs(stft.forward(src.astype(np.float64))) ** 2).sum(axis=2)
     share = harden(held / (held.sum(axis=1, keepdims=True) + 1e-12), spectral_regions(spec, regions, 1e-4), truth)
     return stft.inverse(src.shape[1] * share * spec[:, None]).astype(np.float32)
-
-
-def cross_margins(be: TorchBackend, x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """(lp (B, N, N) with lp[b, k, j] = log p_k(x_j), margins (B, N) = log p_k(x_k) - max_{j != k} log p_j(x_k))."""
-    lp = cross_log_probs(x, be.log_probs, sigma)
-    n = x.shape[1]
-    others = np.where(np.eye(n, dtype=bool)[None], -np.inf, lp).max(axis=1)  # best other prior, per estimate
-    return lp, np.einsum("bkk->bk", lp) - others
 
 
 def main() -> None:
@@ -97,7 +89,7 @@ def main() -> None:
     print(f"every prior against every estimate: log p in knats, a row per prior, a column per estimate "
           f"({' / '.join(be.sources)}), then each estimate's own prior minus the best other prior (margin)")
     for name, est in (("true sources", src), ("+ band moves", bands)):
-        lp, margin = cross_margins(be, est, sigma)
+        lp, margin = cross_margins(est, be.log_probs, sigma)
         print(name)
         for i, c in enumerate(args.clips):
             rows = "; ".join(" ".join(f"{v / 1000:+.1f}" for v in row) for row in lp[i])

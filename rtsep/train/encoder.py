@@ -204,13 +204,18 @@ class BandPrior:
         return 0.5 * (z**2).sum(dim=-1)
 
 
-def band_log_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
-    """x (..., T) -> log of each band's share of the energy (..., bands), floored at 1e-4."""
+def band_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
+    """x (..., T) -> each band's share of the energy (..., bands); the bands start at `edges` (Hz)."""
     power = torch.fft.rfft(x, dim=-1).abs() ** 2
     freqs = torch.fft.rfftfreq(x.shape[-1], 1 / sample_rate)
     band = torch.bucketize(freqs, torch.tensor(edges[1:], dtype=freqs.dtype), right=True)
     energy = torch.zeros(*x.shape[:-1], len(edges), dtype=power.dtype).index_add_(-1, band, power)
-    return torch.log(energy / energy.sum(dim=-1, keepdim=True).clamp_min(1e-20) + 1e-4)
+    return energy / energy.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+
+
+def band_log_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
+    """x (..., T) -> log of each band's share of the energy (..., bands), floored at 1e-4."""
+    return torch.log(band_shares(x, sample_rate, edges) + 1e-4)
 
 
 def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict]:
