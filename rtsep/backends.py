@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bands import band_prior_of
 from .card import read_card
 from .errors import BundleError
 from .langevin import Step
@@ -32,6 +33,7 @@ class TorchBackend:
             raise BundleError(f"{model_dir} holds no priors: train them first with `rtsep train prior`")
         self.priors = [load_prior(model_dir, s) for s in self.sources]
         self.sample_rate = int(card["sample_rate"])
+        self.band_prior = band_prior_of(card) if encoder else None
         self.stride = self.encoder.cfg.stride if self.encoder else 1
         self._step = step_function(self.priors)
 

@@ -363,6 +363,8 @@ def eval_separate_cmd(
                                                help="First noise level of that relaxation (default: the card's)."),
     bands: Optional[int] = typer.Option(None, min=0,
                                         help="Mask space: sweeps of per-partial reassignment after the swaps (default: the card's)."),
+    band_weight: Optional[float] = typer.Option(None, min=0.0,
+                                                help="Mask space: weight per sample of the encoder's band-shape prior in the chain (default: the card's)."),
     split: str = typer.Option("test"),
     clips: int = typer.Option(40, min=1),
     seconds: Optional[float] = typer.Option(None, help="Crop each mixture to this length."),
@@ -390,7 +392,8 @@ def eval_separate_cmd(
                                                               ("relabel_every", relabel_every), ("polish", polish),
                                                               ("chains", chains), ("rate_sigma", rate_sigma),
                                                               ("swaps", swaps), ("swap_steps", swap_steps),
-                                                              ("swap_sigma", swap_sigma), ("bands", bands))
+                                                              ("swap_sigma", swap_sigma), ("bands", bands),
+                                                              ("band_weight", band_weight))
                                             if v is not None})
     print_separation(res)
     if label:

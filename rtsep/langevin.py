@@ -98,6 +98,10 @@ class LangevinConfig:
     blends (two sources each holding part of the other's partials) that whole swaps cannot.
     Needs `log_probs`; costs bands x band_regions rating calls (one row a block) and `swap_steps` chain steps."""
     band_regions: int = 24
+    band_weight: float = 0.0
+    """Mask space: weight per sample of the band-shape prior the seed encoder was trained with
+    (`rtsep.bands`, stored in the card), added to the flows' scores; 0 off. The flows alone pull
+    the high band out of drums, bass and piano (README, Session 18)."""
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -119,6 +123,8 @@ class LangevinConfig:
         if self.bands < 0 or (self.bands and self.space != "mask") or self.band_regions < 1:
             raise ConfigError(f"bands {self.bands}: a count >= 0, and only in mask space; band_regions "
                               f"{self.band_regions} >= 1")
+        if self.band_weight < 0 or (self.band_weight and self.space != "mask"):
+            raise ConfigError(f"band_weight {self.band_weight}: >= 0, and only in mask space")
 
     @classmethod
     def from_card(cls, card: dict, model_dir: Path | str, **overrides) -> "LangevinConfig":
@@ -165,18 +171,22 @@ def schedule(cfg: LangevinConfig, shape: tuple[int, int, int], rng: np.random.Ge
 
 def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
            cfg: LangevinConfig, rng: np.random.Generator, renoise: bool = True,
-           log_probs: LogProbsFn | None = None) -> np.ndarray:
+           log_probs: LogProbsFn | None = None, band_prior=None) -> np.ndarray:
     """x0 (B, N, T) warm starts (encoder means), mix (B, T) -> refined (B, N, T); K=0 returns x0.
 
     `run(x, mix (B, 1, T), steps)` executes the chain: a backend's `langevin`, or `run_steps`
-    over a numpy step function. `log_probs` (a backend's) is needed when `cfg.relabel_every`."""
+    over a numpy step function. `log_probs` (a backend's) is needed when `cfg.relabel_every`, and
+    `band_prior` (a backend's `rtsep.bands.BandPrior`) when `cfg.band_weight`."""
     if cfg.steps <= 0:
         return x0
     if cfg.space == "mask":
         if (cfg.relabel_every or cfg.chains > 1 or cfg.swaps or cfg.bands) and log_probs is None:
             raise BundleError("relabelling, swap and band moves and several chains need the priors' log-densities, which this backend "
                               "does not give")
-        return refine_masks(x0, mix, run, cfg, rng, log_probs)
+        if cfg.band_weight and band_prior is None:
+            raise BundleError("--band-weight needs a band-shape prior, which this model's encoder was not trained with "
+                              "(`rtsep train encoder --band-weight`)")
+        return refine_masks(x0, mix, run, cfg, rng, log_probs, band_prior)
     x = x0.astype(np.float32, copy=True)
     b, n, t = x.shape
     m = np.array(np.broadcast_to(mix, (b, t)).reshape(b, 1, t), dtype=np.float32)
@@ -228,7 +238,8 @@ def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.nda
 
 
 def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
-                 cfg: LangevinConfig, rng: np.random.Generator, log_probs: LogProbsFn | None = None) -> np.ndarray:
+                 cfg: LangevinConfig, rng: np.random.Generator, log_probs: LogProbsFn | None = None,
+                 band_prior=None) -> np.ndarray:
     """`refine` in mask space; the span is zero-padded to a multiple of the STFT hop and cropped back."""
     from .mask_langevin import band_moves, mask_chain, numpy_stft, swap_moves
 
@@ -238,6 +249,9 @@ def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.
     mix2 = np.tile(np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)]), (c, 1))  # chain j: rows j*b..
     x = np.tile(np.pad(x0, [(0, 0), (0, 0), (0, pad)]), (c, 1, 1))
     scores, stft = scores_from_steps(run), numpy_stft(cfg.n_fft, cfg.hop)
+    if cfg.band_weight:
+        flows = scores
+        scores = lambda x, sigma: flows(x, sigma) + band_prior.grad_log_prob(x, cfg.band_weight)  # noqa: E731
     out = mask_chain(x, mix2, scores, cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng, stft,
                      warm=cfg.warm_start, log_probs=log_probs, relabel_every=cfg.relabel_every, polish=cfg.polish)
     sigma = cfg.rate_sigma or cfg.sigmas()[-1]

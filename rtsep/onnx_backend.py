@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bands import band_prior_of
 from .card import read_card
 from .errors import BundleError
 from .langevin import Step
@@ -38,6 +39,7 @@ class OnnxBackend:
         if list(self.sources) != list(card.get("encoder", {}).get("config", {}).get("sources", self.sources)):
             raise BundleError(f"ONNX graphs in {onnx_dir} do not match the model card's sources")
         self.step = session(onnx_dir / "step.onnx", provider, threads)
+        self.band_prior = band_prior_of(card)
         if list(metadata(self.step).get("sources", [])) != list(self.sources):
             raise BundleError(f"{onnx_dir / 'step.onnx'} was exported for other sources than encoder.onnx")
         self._onnx_dir, self._provider_choice, self._threads = onnx_dir, provider, threads

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from rtsep.bands import BandPrior, band_prior_of
+from rtsep.card import read_card
 from rtsep.datasets.folder import SourceSet
 from rtsep.errors import DataError
 from rtsep.nn.encoder import Encoder, EncoderConfig
 from rtsep.separation_eval import evaluate_separation
 from rtsep.separator import MODELS_DIR
-from rtsep.train.encoder import BandPrior, EncoderTraining, load_encoder, seed_loss, train_encoder
+from rtsep.train.encoder import EncoderTraining, load_encoder, seed_loss, train_encoder
 from rtsep.train.prior import load_prior
 
 
@@ -95,6 +97,7 @@ def test_band_weight_and_max_scale_reach_the_seed_objective(tiny_priors, toy_dat
     entry = train_encoder(model, toy_data, cfg, EncoderTraining(steps=2, batch=2, segment=2048, checkpoint_every=1,
                                                                 band_weight=0.1), show=False)
     assert entry["training"]["band_weight"] == 0.1 and entry["training"]["history"][-1]["band"] > 0
+    assert band_prior_of(read_card(model)).mean.shape == (4, 7)  # stored for the chain (`--band-weight`)
     enc = load_encoder(model)
     assert enc.cfg.log_scale_max == math.log(1e-3)
     _, log_scale = enc(torch.randn(1, 1, 2048))

@@ -33,7 +33,8 @@ from rtsep.datasets.folder import SourceSet
 from rtsep.errors import RtsepError
 from rtsep.mask_langevin import cross_margins
 from rtsep.separation_eval import held_out_mixtures
-from rtsep.train.encoder import BandPrior, band_shares, load_encoder
+from rtsep.bands import BandPrior, band_shares
+from rtsep.train.encoder import load_encoder
 from rtsep.train.prior import load_prior
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import soxr
 import torch
 
+from ..bands import BandPrior, band_edges
 from ..card import provenance, read_card, update_card
 from ..datasets.folder import SourceSet
 from ..distill import read_distill_manifest
@@ -173,51 +174,6 @@ def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma
     return loss, parts
 
 
-def band_edges(per_octave: int = 1) -> tuple[float, ...]:
-    """Lower edges (Hz) of the band-shape prior's bands: everything below 125 Hz, then `per_octave`
-    bands per octave up to 4 kHz and one from there to Nyquist (1: 0, 125, 250, ..., 4000)."""
-    return (0.0, *(125.0 * 2 ** (i / per_octave) for i in range(5 * per_octave + 1)))
-
-
-@dataclass
-class BandPrior:
-    """Per source, a diagonal Gaussian on log band-energy shares (N, bands): what a sample-level
-    flow with a short receptive field does not see, the long-term spectral balance."""
-
-    mean: torch.Tensor
-    spread: torch.Tensor
-    sample_rate: int
-    edges: tuple[float, ...] = band_edges()
-
-    @classmethod
-    def fit(cls, sets: list[SourceSet], rng: np.random.Generator, length: int, sample_rate: int, n: int = 256,
-            floor: float = 1e-3, edges: tuple[float, ...] = band_edges()) -> BandPrior:
-        """From n solo excerpts per source (plus the encoder's noise floor, which every estimate has)."""
-        x = torch.from_numpy(np.stack([s.excerpts(rng, n, length) for s in sets], axis=1))
-        shares = band_log_shares(x + floor * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)),
-                                 sample_rate, edges)
-        return cls(shares.mean(dim=0), shares.std(dim=0) + 0.1, sample_rate, edges)
-
-    def nll(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, N, T) -> (B, N): 0.5 sum_bands z^2 (no constant), per sample of the weight."""
-        z = (band_log_shares(x, self.sample_rate, self.edges) - self.mean) / self.spread
-        return 0.5 * (z**2).sum(dim=-1)
-
-
-def band_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
-    """x (..., T) -> each band's share of the energy (..., bands); the bands start at `edges` (Hz)."""
-    power = torch.fft.rfft(x, dim=-1).abs() ** 2
-    freqs = torch.fft.rfftfreq(x.shape[-1], 1 / sample_rate)
-    band = torch.bucketize(freqs, torch.tensor(edges[1:], dtype=freqs.dtype), right=True)
-    energy = torch.zeros(*x.shape[:-1], len(edges), dtype=power.dtype).index_add_(-1, band, power)
-    return energy / energy.sum(dim=-1, keepdim=True).clamp_min(1e-20)
-
-
-def band_log_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
-    """x (..., T) -> log of each band's share of the energy (..., bands), floored at 1e-4."""
-    return torch.log(band_shares(x, sample_rate, edges) + 1e-4)
-
-
 def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Comparison only: MSE of the means plus a Gaussian NLL that teaches the scales."""
     mean, log_scale = enc(mix)
@@ -335,6 +291,8 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     entry = {"config": cfg.to_dict(),
              "training": {**asdict(tr), "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
                           "init_from": was_init, "history": history[-20:], "runs": runs, **provenance()}}
+    if bands is not None:  # the chain can climb the same band-shape prior (`LangevinConfig.band_weight`)
+        entry["band_prior"] = bands.to_dict()
     if targets:  # what labelled the distillation set: which priors, which chain, no stems
         entry["training"]["targets"] = {k: targets[k] for k in ("model", "priors", "data", "stems_used", "mixtures", "chain")}
     update_card(model_dir, "encoder", value=entry)
