@@ -2,12 +2,12 @@
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
 #   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
-#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed | music4-bands  (session 6-18 LU-prior experiments in
+#   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed | music4-bands | music4-v2-bands  (session 6-19 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
-#   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data, music4-bands after models/music4: README "Session 6" to "Session 18")
+#   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data, music4-bands after models/music4, music4-v2-bands from the data: README "Session 6" to "Session 19")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis|toy4-seed|music4-bands}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis|toy4-seed|music4-bands|music4-v2-bands}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -224,6 +224,42 @@ if [ "$SET" = music4-bands ]; then
   for s in 0.005 0.01 0.05 0.1; do  # the means-only encoder against the truth at every sigma
     python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --sigma $s --encoders runs/m4m1
   done
+  exit 0
+fi
+if [ "$SET" = music4-v2-bands ]; then
+  # Session 19: the session-6 LU priors rebuilt (runs/m4v2, the music4-v2 commands; 16 min each here, two at
+  # a time on two cores), seed encoders with the band-shape prior on copies of them (1500 steps, as session
+  # 6), each alone, with the session-6 mask chain, and with that chain also climbing the band prior
+  # (`--band-weight`), on the 20 held-out clips of 4 s in two shards (one core each).
+  [ -f data/music4/manifest.json ] || rtsep data music4 data/music4 --clips 400 --seconds 4 --seed 0
+  [ -f data/music4-eval/manifest.json ] || rtsep data music4 data/music4-eval --clips 400 --seconds 4 --seed 99
+  prior() {
+    OMP_NUM_THREADS=1 rtsep train prior --source "$1" --data data/music4 --out runs/m4v2 --flows 8 --hidden 48 --layers 5 \
+      --mixing lu --steps 2600 --minutes 24 --threads 1
+  }
+  prior bass & prior drums & wait
+  prior guitar & prior piano & wait
+  rtsep eval priors runs/m4v2 --data data/music4-eval
+  train() {  # train RUN FLAGS...: a seed encoder on a copy of runs/m4v2's priors
+    local run=$1; shift
+    [ -f "$run/card.json" ] || copy_priors runs/m4v2 "$run"
+    OMP_NUM_THREADS=1 rtsep train encoder "$run" --data data/music4 --objective seed --front stft --stride 256 --blocks 5 \
+      --steps 1500 --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1 "$@"
+  }
+  train runs/m4v2b10 --band-weight 0.1 & train runs/m4v2b03 --band-weight 0.03 & wait
+  evals() {  # evals RUN NAME FLAGS...: 20 clips of 4 s, two shards, merged into RUN-NAME.json
+    for i in 0 1; do
+      OMP_NUM_THREADS=1 rtsep eval separate "$1" --data data/music4-eval --clips 20 --seconds 4 --shard $i/2 \
+        --json "$1-$2-$i.json" "${@:3}" &
+    done
+    wait
+    rtsep eval merge "$1-$2-0.json" "$1-$2-1.json" --json "$1-$2.json"
+  }
+  CHAIN="--steps 16 --space mask --sigma-start 0.1 --sigma-end 0.02 --temperature 0"
+  for run in runs/m4v2b10 runs/m4v2b03; do
+    evals $run chain16 $CHAIN
+  done
+  evals runs/m4v2b10 chain16-bw10 $CHAIN --band-weight 0.1
   exit 0
 fi
 if [ "$SET" = toy4-seed ]; then
