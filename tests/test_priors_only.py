@@ -122,3 +122,18 @@ def test_shipping_an_encoder_makes_a_warm_started_set(random_model, tmp_path):
     other = write_random_model(tmp_path / "other", sources=("a", "c"))
     with pytest.raises(BundleError, match="separates"):
         shipped.ship(random_model, tmp_path / "y", encoder=other)
+
+
+def test_ship_chain_settings_reach_the_card(random_model, tmp_path):
+    """--chain KEY=VALUE sets the shipped card's chain (music4-seed: 16 mask steps climbing the band
+    prior); a bad key or value is refused before anything is written."""
+    shipped = tool()
+    chain = shipped.parse_chain(["steps=16", "space=mask", "temperature=0", "band_weight=0.1", "consistency=false"])
+    assert (chain.steps, chain.space, chain.temperature, chain.band_weight, chain.consistency) == (16, "mask", 0.0, 0.1, False)
+    dst = tmp_path / "c"
+    shipped.ship(random_model, dst, encoder=random_model, chain=chain)
+    assert read_card(dst)["langevin"]["band_weight"] == 0.1 and read_card(dst)["langevin"]["swaps"] == 0
+    with pytest.raises(BundleError, match="KEY=VALUE"):
+        shipped.parse_chain(["bogus=1"])
+    with pytest.raises(ValueError):
+        shipped.parse_chain(["steps=many"])

@@ -260,6 +260,25 @@ if [ "$SET" = music4-v2-bands ]; then
     evals $run chain16 $CHAIN
   done
   evals runs/m4v2b10 chain16-bw10 $CHAIN --band-weight 0.1
+  evals runs/m4v2b03 chain16-bw10 $CHAIN --band-weight 0.1
+  evals runs/m4v2b10 chain32-bw10 --steps 32 --space mask --sigma-start 0.1 --sigma-end 0.02 --temperature 0 --band-weight 0.1
+  evals runs/m4v2b10 chain8-bw10 --steps 8 --space mask --sigma-start 0.1 --sigma-end 0.02 --temperature 0 --band-weight 0.1
+  evals runs/m4v2b10 chain16-bw30 $CHAIN --band-weight 0.3
+  # Shipped as models/music4-seed (float16 priors + the band-prior encoder; the card's chain is the best
+  # setting above), evaluated on the test clips and on the valid split, results stored in its card.
+  python tools/ship_priors.py runs/m4v2 models/music4-seed --encoder runs/m4v2b10 --check-data data/music4-eval \
+    --chain steps=16 space=mask sigma_start=0.1 sigma_end=0.02 temperature=0 band_weight=0.1
+  for split in test valid; do
+    for i in 0 1; do
+      OMP_NUM_THREADS=1 rtsep eval separate models/music4-seed --data data/music4-eval --clips 20 --seconds 4 --split $split \
+        --shard $i/2 --json "runs/music4-seed-$split-$i.json" &
+    done
+    wait
+    label=mask16_bw10; [ $split = test ] || label=mask16_bw10_valid
+    rtsep eval merge "runs/music4-seed-$split-0.json" "runs/music4-seed-$split-1.json" --label $label \
+      --json "runs/music4-seed-$split.json"
+  done
+  python tools/write_card.py models/music4-seed
   exit 0
 fi
 if [ "$SET" = toy4-seed ]; then

@@ -18,6 +18,12 @@ of audio on one core.
 `--encoder RUN` adds RUN's amortized encoder (float32, as trained) and makes the card's chain the
 warm one (`WARM`: 4 steps from the encoder's estimate, from sigma 0.1, then the same moves): the
 encoder + Langevin set of issue 3 (README, Session 17). Shipping from a float16 set again keeps its tensors exactly.
+
+    python tools/ship_priors.py runs/m4v2 models/music4-seed --encoder runs/m4v2b10 \
+        --chain steps=16 space=mask sigma_start=0.1 sigma_end=0.02 temperature=0 band_weight=0.1
+
+`--chain KEY=VALUE...` sets the card's chain instead (from `LangevinConfig`'s defaults): music4's
+seed-objective set has no swap moves to make (README, Session 19).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rtsep.card import read_card, update_card  # noqa: E402
 from rtsep.distill import CHAIN  # noqa: E402
-from rtsep.errors import BundleError  # noqa: E402
+from rtsep.errors import BundleError, ConfigError  # noqa: E402
 from rtsep.langevin import LangevinConfig  # noqa: E402
 from rtsep.train.checkpoint import save_weights  # noqa: E402
 from rtsep.train.prior import load_prior, prior_paths  # noqa: E402
@@ -48,9 +54,22 @@ session 14's 2 swap rounds relaxed 60 steps each and session 16's band sweep; th
 (README, Session 17: measured with 4 steps, the eval's old default; session 14's 60 were not re-run)."""
 
 
-def ship(src: Path, dst: Path, encoder: Path | None = None) -> list[str]:
+def parse_chain(items: list[str]) -> LangevinConfig:
+    """KEY=VALUE settings of `LangevinConfig`, each value cast to its field's default's type."""
+    defaults = asdict(LangevinConfig())
+    kw = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in defaults or not value:
+            raise BundleError(f"--chain {item!r}: expected KEY=VALUE with KEY one of {', '.join(defaults)}")
+        kind = type(defaults[key])
+        kw[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return LangevinConfig(**kw)
+
+
+def ship(src: Path, dst: Path, encoder: Path | None = None, chain: LangevinConfig | None = None) -> list[str]:
     """Copy SRC's priors to DST as float16 weights with their card entries, and ENCODER's encoder if
-    given; returns the sources."""
+    given; returns the sources. `chain`: the card's chain (default `BASIS_CHAIN`, or `WARM` with an encoder)."""
     card = read_card(src)
     sources = list(card.get("priors", {}))
     if not sources:
@@ -62,7 +81,7 @@ def ship(src: Path, dst: Path, encoder: Path | None = None) -> list[str]:
         save_weights(prior_paths(dst, s)[0], load_prior(src, s).half())
         update_card(dst, "priors", s, value=card["priors"][s])
     update_card(dst, "sample_rate", value=card["sample_rate"])
-    chain: LangevinConfig = BASIS_CHAIN
+    default = BASIS_CHAIN
     if encoder is not None:
         enc = read_card(encoder).get("encoder")
         if enc is None or not (encoder / "encoder.pt").is_file():
@@ -71,8 +90,8 @@ def ship(src: Path, dst: Path, encoder: Path | None = None) -> list[str]:
             raise BundleError(f"{encoder}'s encoder separates {enc['config'].get('sources')}, not {sources}")
         shutil.copy(encoder / "encoder.pt", dst / "encoder.pt")
         update_card(dst, "encoder", value=enc)
-        chain = WARM
-    update_card(dst, "langevin", value=asdict(chain))
+        default = WARM
+    update_card(dst, "langevin", value=asdict(chain or default))
     update_card(dst, "weights_dtype", value=f"float16 (cast to float32 on load), shipped from {src} by tools/ship_priors.py")
     return sources
 
@@ -102,13 +121,15 @@ def main() -> None:
     ap.add_argument("src", type=Path, help="Run directory with priors/<source>.pt and card.json.")
     ap.add_argument("dst", type=Path, help="Model set to write (priors only, unless --encoder).")
     ap.add_argument("--encoder", type=Path, help="Run directory whose encoder.pt joins the set (its chain then starts warm).")
+    ap.add_argument("--chain", nargs="+", metavar="KEY=VALUE", help="The card's chain (LangevinConfig fields), instead of the default.")
     ap.add_argument("--check-data", type=Path, help="Held-out set: measure what float16 changes in log p on its test clips.")
     a = ap.parse_args()
     try:
-        print(f"shipped {', '.join(ship(a.src, a.dst, a.encoder))} to {a.dst}")
+        chain = parse_chain(a.chain) if a.chain else None
+        print(f"shipped {', '.join(ship(a.src, a.dst, a.encoder, chain))} to {a.dst}")
         if a.check_data:
             print(f"float16 changes log p by at most {check(a.src, a.dst, a.check_data):.2e} nats/sample")
-    except (BundleError, OSError) as exc:
+    except (BundleError, ConfigError, OSError, ValueError) as exc:
         sys.exit(f"error: {exc}")
 
 

@@ -33,6 +33,7 @@ def chain_flags(res: dict) -> str:
         keys += ["mask_lr", "warm_start", "relabel_every", "polish", "chains", "swaps", "bands"]
         keys += ["swap_steps", "swap_sigma"] if lv.get("swaps") or lv.get("bands") else []
         keys += ["rate_sigma"] if lv.get("swaps") or lv.get("bands") or lv.get("chains", 1) > 1 else []
+        keys += ["band_weight"] if lv.get("band_weight") else []
     fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     return "".join(f" --{k.replace('_', '-')} {fmt(lv[k])}" for k in keys if k in lv)
 
