@@ -6,15 +6,18 @@ fitted to that source's own solo excerpts (no stems). Under the flows alone the 
 strips drums, bass and piano of everything above 2 kHz and gives it all to the guitar (README,
 Session 18); this term prices that. The seed encoder trains with it (`--band-weight`), the card
 stores it (`to_dict`) beside the encoder, and the mask chain can climb it too (`grad_log_prob`, in
-numpy, so the ONNX backend needs no new graph).
+numpy, so the ONNX backend needs no new graph and loads no torch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 EPS = 1e-4
 """Floor of a band's share inside the log: a silent band costs a bounded amount."""
@@ -34,6 +37,8 @@ def _band_index(length: int, sample_rate: int, edges: tuple[float, ...]) -> np.n
 
 def band_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
     """x (..., T) -> each band's share of the energy (..., bands); the bands start at `edges` (Hz)."""
+    import torch
+
     power = torch.fft.rfft(x, dim=-1).abs() ** 2
     band = torch.from_numpy(_band_index(x.shape[-1], sample_rate, edges))
     energy = torch.zeros(*x.shape[:-1], len(edges), dtype=power.dtype).index_add_(-1, band, power)
@@ -42,6 +47,8 @@ def band_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = ba
 
 def band_log_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
     """x (..., T) -> log of each band's share of the energy (..., bands), floored at `EPS`."""
+    import torch
+
     return torch.log(band_shares(x, sample_rate, edges) + EPS)
 
 
@@ -49,8 +56,8 @@ def band_log_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] 
 class BandPrior:
     """Per source, a diagonal Gaussian on log band-energy shares: mean and spread (N, bands)."""
 
-    mean: torch.Tensor
-    spread: torch.Tensor
+    mean: np.ndarray
+    spread: np.ndarray
     sample_rate: int
     edges: tuple[float, ...] = band_edges()
 
@@ -59,14 +66,19 @@ class BandPrior:
             floor: float = 1e-3, edges: tuple[float, ...] = band_edges()) -> BandPrior:
         """From n solo excerpts of `length` samples per source set (anything with `excerpts(rng, n,
         length)`), plus the encoder's noise floor, which every estimate has."""
+        import torch
+
         x = torch.from_numpy(np.stack([s.excerpts(rng, n, length) for s in sets], axis=1))
         shares = band_log_shares(x + floor * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)),
                                  sample_rate, edges)
-        return cls(shares.mean(dim=0), shares.std(dim=0) + 0.1, sample_rate, edges)
+        return cls(shares.mean(dim=0).numpy(), shares.std(dim=0).numpy() + 0.1, sample_rate, edges)
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, N, T) -> (B, N): 0.5 sum_bands z^2 (no constant), per sample of the weight."""
-        z = (band_log_shares(x, self.sample_rate, self.edges) - self.mean) / self.spread
+        import torch
+
+        mean, spread = (torch.as_tensor(v, dtype=x.dtype) for v in (self.mean, self.spread))
+        z = (band_log_shares(x, self.sample_rate, self.edges) - mean) / spread
         return 0.5 * (z**2).sum(dim=-1)
 
     def grad_log_prob(self, x: np.ndarray, weight: float) -> np.ndarray:
@@ -79,7 +91,7 @@ class BandPrior:
         energy = (np.abs(spec) ** 2) @ onehot
         total = np.maximum(energy.sum(axis=-1, keepdims=True), 1e-20)
         share = energy / total
-        mean, spread = self.mean.double().numpy(), self.spread.double().numpy()
+        mean, spread = np.asarray(self.mean, np.float64), np.asarray(self.spread, np.float64)
         a = (np.log(share + EPS) - mean) / spread**2 / (share + EPS)  # d nll / d share
         d_energy = (a - (a * share).sum(axis=-1, keepdims=True)) / total  # d nll / d energy per band
         w = d_energy @ onehot.T  # d nll / d |X_f|^2, (B, N, F)
@@ -90,12 +102,13 @@ class BandPrior:
         return (-weight * t * grad_nll).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "spread": self.spread.tolist(), "sample_rate": self.sample_rate,
+        return {"mean": np.asarray(self.mean).tolist(), "spread": np.asarray(self.spread).tolist(), "sample_rate": self.sample_rate,
                 "edges": list(self.edges)}
 
     @classmethod
     def from_dict(cls, d: dict) -> BandPrior:
-        return cls(torch.tensor(d["mean"]), torch.tensor(d["spread"]), int(d["sample_rate"]), tuple(d["edges"]))
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["spread"], np.float32), int(d["sample_rate"]),
+                   tuple(d["edges"]))
 
 
 def band_prior_of(card: dict) -> BandPrior | None:

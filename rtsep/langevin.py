@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
 from .errors import BundleError, ConfigError
+
+if TYPE_CHECKING:  # rtsep.bands imports torch, which the ONNX path need not load here
+    from .bands import BandPrior
 
 SPACES = ("signal", "mask")
 ScoreFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
@@ -171,7 +174,7 @@ def schedule(cfg: LangevinConfig, shape: tuple[int, int, int], rng: np.random.Ge
 
 def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
            cfg: LangevinConfig, rng: np.random.Generator, renoise: bool = True,
-           log_probs: LogProbsFn | None = None, band_prior=None) -> np.ndarray:
+           log_probs: LogProbsFn | None = None, band_prior: BandPrior | None = None) -> np.ndarray:
     """x0 (B, N, T) warm starts (encoder means), mix (B, T) -> refined (B, N, T); K=0 returns x0.
 
     `run(x, mix (B, 1, T), steps)` executes the chain: a backend's `langevin`, or `run_steps`
@@ -239,7 +242,7 @@ def scores_from_steps(run: Callable[[np.ndarray, np.ndarray, list[Step]], np.nda
 
 def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
                  cfg: LangevinConfig, rng: np.random.Generator, log_probs: LogProbsFn | None = None,
-                 band_prior=None) -> np.ndarray:
+                 band_prior: BandPrior | None = None) -> np.ndarray:
     """`refine` in mask space; the span is zero-padded to a multiple of the STFT hop and cropped back."""
     from .mask_langevin import band_moves, mask_chain, numpy_stft, swap_moves
 

@@ -213,6 +213,11 @@ if [ "$SET" = music4-bands ]; then
   }
   chain runs/m4s & chain runs/m4m1 & wait
   chain runs/m4b10 & chain runs/m4b03 & wait
+  for w in 0.1 0.3; do  # session 19: the same chain also climbing the band-shape prior m4b10 was trained with
+    OMP_NUM_THREADS=1 rtsep eval separate runs/m4b10 --data data/music4-eval --steps 16 --space mask --sigma-start 0.1 \
+      --sigma-end 0.02 --temperature 0 --clips 6 --seconds 2 --band-weight $w --json "runs/m4b10-chain16-bw$w.json" &
+  done
+  wait
   for i in 0 1; do  # the best encoder (band weight 0.1) + the chain on the 20 clips of 4 s
     OMP_NUM_THREADS=1 rtsep eval separate runs/m4b10 --data data/music4-eval --steps 16 --space mask --sigma-start 0.1 \
       --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4 --shard $i/2 --json runs/m4b10-chain16-20-$i.json &
