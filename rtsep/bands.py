@@ -11,6 +11,7 @@ numpy, so the ONNX backend needs no new graph and loads no torch).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,10 +30,14 @@ def band_edges(per_octave: int = 1) -> tuple[float, ...]:
     return (0.0, *(125.0 * 2 ** (i / per_octave) for i in range(5 * per_octave + 1)))
 
 
+@functools.lru_cache(maxsize=16)
 def _band_index(length: int, sample_rate: int, edges: tuple[float, ...]) -> np.ndarray:
-    """Band of each rfft bin of a `length`-sample signal."""
+    """Band of each rfft bin of a `length`-sample signal (read-only: every chain step of a block
+    length shares it)."""
     freqs = np.fft.rfftfreq(length, 1 / sample_rate)
-    return np.searchsorted(np.asarray(edges[1:]), freqs, side="right")
+    index = np.searchsorted(np.asarray(edges[1:]), freqs, side="right")
+    index.flags.writeable = False
+    return index
 
 
 def band_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = band_edges()) -> torch.Tensor:
@@ -40,7 +45,7 @@ def band_shares(x: torch.Tensor, sample_rate: int, edges: tuple[float, ...] = ba
     import torch
 
     power = torch.fft.rfft(x, dim=-1).abs() ** 2
-    band = torch.from_numpy(_band_index(x.shape[-1], sample_rate, edges))
+    band = torch.tensor(_band_index(x.shape[-1], sample_rate, edges))
     energy = torch.zeros(*x.shape[:-1], len(edges), dtype=power.dtype).index_add_(-1, band, power)
     return energy / energy.sum(dim=-1, keepdim=True).clamp_min(1e-20)
 
@@ -81,18 +86,31 @@ class BandPrior:
         z = (band_log_shares(x, self.sample_rate, self.edges) - mean) / spread
         return 0.5 * (z**2).sum(dim=-1)
 
+    def _numpy_shares(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """x (B, N, T) -> its rfft (B, N, F), band one-hots (F, bands), energy total (B, N, 1), shares (B, N, bands)."""
+        spec = np.fft.rfft(x.astype(np.float64), axis=-1)
+        onehot = np.eye(len(self.edges))[_band_index(x.shape[-1], self.sample_rate, self.edges)]
+        energy = (np.abs(spec) ** 2) @ onehot
+        total = np.maximum(energy.sum(axis=-1, keepdims=True), 1e-20)
+        return spec, onehot, total, energy / total
+
+    def _z(self, share: np.ndarray) -> np.ndarray:
+        mean, spread = np.asarray(self.mean, np.float64), np.asarray(self.spread, np.float64)
+        return (np.log(share + EPS) - mean) / spread
+
+    def log_prob(self, x: np.ndarray, weight: float) -> np.ndarray:
+        """x (B, N, T) -> -weight * T * nll(x), (B, N): what the chain's ratings add when it climbs
+        `grad_log_prob` (relabelling, several chains, swap and band moves), in numpy like it."""
+        z = self._z(self._numpy_shares(x)[3])
+        return -weight * x.shape[-1] * 0.5 * (z**2).sum(axis=-1)
+
     def grad_log_prob(self, x: np.ndarray, weight: float) -> np.ndarray:
         """x (B, N, T) -> grad_x of -weight * T * nll(x), (B, N, T): the term counted per sample, as the
         chain's scores are sums over the block. Analytic, in numpy (tests check it against autograd)."""
         t = x.shape[-1]
-        spec = np.fft.rfft(x.astype(np.float64), axis=-1)
-        band = _band_index(t, self.sample_rate, self.edges)
-        onehot = np.eye(len(self.edges))[band]  # (F, bands)
-        energy = (np.abs(spec) ** 2) @ onehot
-        total = np.maximum(energy.sum(axis=-1, keepdims=True), 1e-20)
-        share = energy / total
-        mean, spread = np.asarray(self.mean, np.float64), np.asarray(self.spread, np.float64)
-        a = (np.log(share + EPS) - mean) / spread**2 / (share + EPS)  # d nll / d share
+        spec, onehot, total, share = self._numpy_shares(x)
+        spread = np.asarray(self.spread, np.float64)
+        a = self._z(share) / spread / (share + EPS)  # d nll / d share
         d_energy = (a - (a * share).sum(axis=-1, keepdims=True)) / total  # d nll / d energy per band
         w = d_energy @ onehot.T  # d nll / d |X_f|^2, (B, N, F)
         w[..., 0] *= 2  # T * irfft counts the DC (and Nyquist) bin once, the others twice

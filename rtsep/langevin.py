@@ -252,9 +252,11 @@ def refine_masks(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.
     mix2 = np.tile(np.pad(np.broadcast_to(mix, (b, t)), [(0, 0), (0, pad)]), (c, 1))  # chain j: rows j*b..
     x = np.tile(np.pad(x0, [(0, 0), (0, 0), (0, pad)]), (c, 1, 1))
     scores, stft = scores_from_steps(run), numpy_stft(cfg.n_fft, cfg.hop)
-    if cfg.band_weight:
-        flows = scores
-        scores = lambda x, sigma: flows(x, sigma) + band_prior.grad_log_prob(x, cfg.band_weight)  # noqa: E731
+    if cfg.band_weight:  # the same posterior for every move: scores climbed and log-densities rated
+        flow_scores, flow_log_probs = scores, log_probs
+        scores = lambda x, sigma: flow_scores(x, sigma) + band_prior.grad_log_prob(x, cfg.band_weight)  # noqa: E731
+        if log_probs is not None:
+            log_probs = lambda x, sigma: flow_log_probs(x, sigma) + band_prior.log_prob(x, cfg.band_weight)  # noqa: E731
     out = mask_chain(x, mix2, scores, cfg.sigmas(), cfg.mask_lr, cfg.temperature, rng, stft,
                      warm=cfg.warm_start, log_probs=log_probs, relabel_every=cfg.relabel_every, polish=cfg.polish)
     sigma = cfg.rate_sigma or cfg.sigmas()[-1]

@@ -4,12 +4,14 @@ from, and a Separator that separates with the card's cold chain alone (no encode
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from rtsep.bands import BandPrior
 from rtsep.card import read_card, update_card
 from rtsep.engine import BlockGeometry
 from rtsep.errors import BundleError
@@ -130,9 +132,16 @@ def test_ship_chain_settings_reach_the_card(random_model, tmp_path):
     shipped = tool()
     chain = shipped.parse_chain(["steps=16", "space=mask", "temperature=0", "band_weight=0.1", "consistency=false"])
     assert (chain.steps, chain.space, chain.temperature, chain.band_weight, chain.consistency) == (16, "mask", 0.0, 0.1, False)
+    with pytest.raises(BundleError, match="band_weight needs an encoder"):
+        shipped.ship(random_model, tmp_path / "nb", encoder=random_model, chain=chain)  # no band prior to climb
+    assert not (tmp_path / "nb").exists()  # refused before writing
+    banded = tmp_path / "banded"
+    shutil.copytree(random_model, banded)
+    update_card(banded, "encoder", "band_prior", value=BandPrior(np.zeros((2, 7)), np.ones((2, 7)), 16000).to_dict())
     dst = tmp_path / "c"
-    shipped.ship(random_model, dst, encoder=random_model, chain=chain)
+    shipped.ship(random_model, dst, encoder=banded, chain=chain)
     assert read_card(dst)["langevin"]["band_weight"] == 0.1 and read_card(dst)["langevin"]["swaps"] == 0
+    assert Separator.load(dst).backend.band_prior is not None  # the chain finds what it climbs
     with pytest.raises(BundleError, match="KEY=VALUE"):
         shipped.parse_chain(["bogus=1"])
     with pytest.raises(ValueError):

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rtsep.bands import BandPrior, band_shares
 from rtsep.card import read_card
 from rtsep.datasets.folder import SourceSet
 from rtsep.errors import RtsepError
 from rtsep.mask_langevin import cross_margins
 from rtsep.separation_eval import held_out_mixtures
-from rtsep.bands import BandPrior, band_shares
 from rtsep.train.encoder import load_encoder
 from rtsep.train.prior import load_prior
 

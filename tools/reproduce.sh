@@ -284,6 +284,7 @@ if [ "$SET" = music4-v2-bands ]; then
       --json "runs/music4-seed-$split.json"
   done
   python tools/write_card.py models/music4-seed
+  time rtsep file examples/music4-mix.wav -o runs/music4-seed-example --model music4-seed  # the speed in its card
   exit 0
 fi
 if [ "$SET" = toy4-seed ]; then

@@ -74,6 +74,9 @@ def ship(src: Path, dst: Path, encoder: Path | None = None, chain: LangevinConfi
     sources = list(card.get("priors", {}))
     if not sources:
         raise BundleError(f"{src} holds no priors")
+    if chain is not None and chain.band_weight and (encoder is None or "band_prior" not in read_card(encoder).get("encoder", {})):
+        raise BundleError("a chain with band_weight needs an encoder trained with --band-weight (its card holds the "
+                          "band-shape prior)")
     if encoder is None and (dst / "encoder.pt").exists():
         raise BundleError(f"{dst} holds an encoder: pass --encoder to ship one, or ship to another folder "
                           "(a priors-only card chain would start cold beside it)")
