@@ -98,17 +98,26 @@ def data_music4(
     seconds: float = typer.Option(4.0, min=0.5, help="Clip length in seconds."),
     sample_rate: int = typer.Option(16000, min=8000, max=192000, help="Sample rate in Hz."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
-    soundfont: Optional[Path] = typer.Option(None, help="GM soundfont (default FluidR3_GM; MuseScore General with --heldout)."),
+    soundfont: Optional[list[Path]] = typer.Option(None, help="GM soundfont; repeat for several, each stem draws "
+                                                   "one (default: every installed training bank, FluidR3_GM only "
+                                                   "for v1, MuseScore General with --heldout)."),
     heldout: bool = typer.Option(False, "--heldout", help="Only a test split of CLIPS clips, for evaluation (default soundfont MuseScore General)."),
+    generator: str = typer.Option("v2", help="v2: several banks, 60-180 bpm, meters, swing, per-stem augmentation; "
+                                  "v1: the sessions 1-19 sets (FluidR3, 4/4, 80-160 bpm)."),
+    meters: str = typer.Option("4/4,3/4,6/8", help="Comma-separated meters the v2 songs draw from."),
+    jobs: int = typer.Option(2, min=1, help="FluidSynth renders in parallel."),
 ) -> None:
     """Random MIDI songs rendered per stem with FluidSynth: bass, drums, guitar, piano."""
-    from .datasets.music4 import make_music4
+    from .datasets.music4 import check_music4, make_music4
     from .train.progress import bar
 
+    meter_list = tuple(x.strip() for x in meters.split(",") if x.strip())
+    check_music4(clips, seconds, sample_rate, soundfont or None, heldout, generator, meter_list)
     with bar() as progress:
         task = progress.add_task("music4", total=None, info="")
-        m = make_music4(out_dir, clips, seconds, sample_rate, seed, soundfont=soundfont,
-                        progress=progress_cb(progress, task), heldout=heldout)
+        m = make_music4(out_dir, clips, seconds, sample_rate, seed, soundfont=soundfont or None,
+                        progress=progress_cb(progress, task), heldout=heldout, generator=generator,
+                        meters=meter_list, jobs=jobs)
     out.print(f"wrote music4 {m['splits']} to {out_dir}")
 
 

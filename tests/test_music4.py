@@ -143,3 +143,91 @@ def test_broken_soundfont_raises(tmp_path: Path) -> None:
     music4._write_midi(midi, [(0.0, 1.0, 40, 100)], 33, 0, 120.0, 2.0)
     with pytest.raises(DataError, match="fluidsynth failed on bass.mid: .*not a SoundFont"):
         music4._render(midi, tmp_path / "bass.wav", font, SR, timeout=30.0)
+
+
+@needs_fluidsynth
+def test_v2_draws_banks_meters_and_records_them(first: tuple[Path, dict, list[tuple[int, int]]]) -> None:
+    manifest = first[1]
+    installed = [Path(p).name for p in music4.TRAIN_BANKS if Path(p).is_file()]
+    assert manifest["version"] == "v2" and manifest["soundfonts"] == installed
+    assert not any(r in f.lower() for f in manifest["soundfonts"] for r in music4.RESERVED)
+    clips = [c for split in SPLITS for c in manifest["clips"][split]]
+    assert len(clips) == sum(split_counts(CLIPS).values())
+    for c in clips:
+        assert set(c["banks"]) == set(SOURCES) and set(c["banks"].values()) <= set(installed)
+        assert c["meter"] in music4.METERS and 60 <= c["bpm"] <= 180
+
+
+def test_v2_songs_vary_and_stay_deterministic() -> None:
+    """Many songs: several meters and tempi, swing sometimes; the same seed gives the same notes."""
+    styles = [music4._song(np.random.default_rng(i), 4.0, "v2", music4.METERS)[3] for i in range(40)]
+    assert {s["meter"] for s in styles} == set(music4.METERS)
+    assert min(s["bpm"] for s in styles) < 90 and max(s["bpm"] for s in styles) > 150
+    assert any(s["swing"] > 0 for s in styles) and any(s["swing"] == 0 for s in styles)
+    a = music4._song(np.random.default_rng(5), 4.0, "v2", music4.METERS)
+    b = music4._song(np.random.default_rng(5), 4.0, "v2", music4.METERS)
+    assert a == b
+
+
+def test_meters_shape_the_drum_bars() -> None:
+    """3/4 and 6/8 bars hold 12 sixteenths: the backbeat lands on beats 2 and 3 (3/4) or the second
+    dotted quarter (6/8), and crashes open every bar boundary of a fill at 3-beat spacing."""
+    for meter, backbeat in (("3/4", {1.0, 2.0}), ("6/8", {1.5})):
+        notes = music4._drums(np.random.default_rng(0), 12.0, meter)
+        snares = {round(t % 3.0, 2) for t, _, p, v in notes if p == music4.SNARE and v > 60 and t % 3.0 < 2.9}
+        assert backbeat <= snares, (meter, snares)
+    for seed in range(5):  # 4/4 as in v1: backbeat on 2 and 4, or half time on 3
+        v1 = music4._drums(np.random.default_rng(seed), 16.0)
+        snares = {round(t % 4.0, 2) for t, _, p, v in v1 if p == music4.SNARE and v > 60}
+        assert snares & {1.0, 2.0} and not snares & {0.0, 0.5}, snares
+
+
+def test_augment_is_deterministic_and_keeps_length() -> None:
+    rng = np.random.default_rng(3)
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    for src in SOURCES:
+        aug = music4._augment(rng, src)
+        y = music4.apply_augment(x, 16000, aug)
+        assert y.shape == x.shape and np.isfinite(y).all()
+        np.testing.assert_array_equal(y, music4.apply_augment(x, 16000, aug))
+    tilt_up = music4.apply_augment(x, 16000, {"tilt": 3.0})
+    spec_x, spec_y = np.abs(np.fft.rfft(x)), np.abs(np.fft.rfft(tilt_up))
+    assert spec_y[6000:].mean() > 2 * spec_x[6000:].mean()  # 3 dB/octave: +9 dB at 8 kHz
+
+
+@needs_fluidsynth
+def test_reserved_and_missing_banks_refused_in_one_line(tmp_path: Path) -> None:
+    font = tmp_path / "TimGM6mb.sf2"
+    font.write_bytes(b"RIFF\0\0\0\0sfbk")
+    with pytest.raises(DataError, match="reserved"):
+        make_music4(tmp_path / "x", 1, 0.5, SR, seed=0, soundfont=[Path(music4.TRAIN_SOUNDFONTS[0]), font])
+    with pytest.raises(DataError, match="nope.sf2 not found"):
+        make_music4(tmp_path / "x", 1, 0.5, SR, seed=0, soundfont=[Path(music4.TRAIN_SOUNDFONTS[0]),
+                                                                     tmp_path / "nope.sf2"])
+    with pytest.raises(DataError, match="unknown meter '5/4'"):
+        make_music4(tmp_path / "x", 1, 0.5, SR, seed=0, meters=("4/4", "5/4"))
+    with pytest.raises(DataError, match="unknown generator"):
+        make_music4(tmp_path / "x", 1, 0.5, SR, seed=0, generator="v9")
+    assert not (tmp_path / "x").exists()
+
+
+@needs_fluidsynth
+def test_cli_missing_bank_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "rtsep", "data", "music4", str(tmp_path / "x"), "--clips", "1",
+                          "--seconds", "0.5", "--soundfont", str(tmp_path / "missing.sf2")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert len(lines) == 1 and "missing.sf2 not found" in lines[0], lines
+    assert not (tmp_path / "x").exists()
+
+
+@needs_fluidsynth
+def test_generator_v1_is_the_old_single_bank_4_4_set(tmp_path: Path) -> None:
+    m = make_music4(tmp_path / "v1", 1, 0.5, SR, seed=7, generator="v1")
+    assert "version" not in m and "clips" not in m and m["soundfont"] == "FluidR3_GM.sf2"
+    style = music4._song(np.random.default_rng(1), 4.0, "v1")[3]
+    assert style["meter"] == "4/4" and style["swing"] == 0.0 and 80 <= style["bpm"] <= 160

@@ -1,9 +1,15 @@
 """music4: a small Slakh-like set of random General MIDI songs rendered per stem with FluidSynth.
 
-Each clip is a short random song (key, tempo, chord progression) played by piano, guitar, bass
-and drums; every stem is written to its own MIDI file and rendered dry (no reverb or chorus) so
-the stems sum to an honest mixture. Only the MIDI is random (numpy, seeded per split), and
-FluidSynth renders a given MIDI file identically, so a seed fully determines the data set.
+Each clip is a short random song (key, tempo, meter, chord progression) played by piano, guitar,
+bass and drums; every stem is written to its own MIDI file and rendered dry (no reverb or chorus)
+so the stems sum to an honest mixture. Only the MIDI and the augmentation are random (numpy, seeded
+per split), and FluidSynth renders a given MIDI file identically, so a seed fully determines the set.
+
+Generator "v2" (the default) draws each stem's instruments from several GM banks and varies far more
+(tempo 60-180 bpm, 3/4 and 6/8 meters, swing, velocity curves, registers, articulation, per-stem EQ
+tilt, room and saturation): a model trained on one bank playing one song generator learns that bank,
+not the instrument (the shipped v1 encoder lost up to 1.4 dB on an unseen bank). "v1" reproduces the
+sets of sessions 1-19 exactly (FluidR3 only, 4/4, 80-160 bpm, no augmentation).
 """
 
 from __future__ import annotations
@@ -24,8 +30,18 @@ from rtsep.datasets.common import split_counts, split_seed, write_manifest, writ
 from rtsep.errors import DataError
 
 SOURCES = ("bass", "drums", "guitar", "piano")
-# Never add MuseScore General here: it is reserved for held-out evaluation.
+# Never add MuseScore General (evaluation only) or TimGM6mb (the adaptation tests' "user's own
+# instruments") here.
 TRAIN_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2",)
+TRAIN_BANKS = {  # generator v2: every installed one of these; FluidR3_GM is required
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2": "fluid-soundfont-gm",
+    "/usr/share/sounds/sf3/FluidR3Mono_GM.sf3": "fluidr3mono-gm-soundfont",
+    "/usr/share/sounds/sf2/sf_GMbank.sf2": "csound-soundfont",
+    "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2": "opl3-soundfont",
+}
+RESERVED = ("musescore", "timgm6mb")  # never in a training set: evaluation / adaptation stand-ins
+GENERATORS = ("v1", "v2")
+METERS = ("4/4", "3/4", "6/8")
 INSTALL_HINT = "apt-get install fluidsynth fluid-soundfont-gm"
 HELDOUT_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
 HELDOUT_HINT = "apt-get install fluidsynth musescore-general-soundfont"
@@ -54,12 +70,12 @@ def _near(pc: int, center: int) -> int:
     return center + ((pc - center + 6) % 12) - 6
 
 
-def _chords(rng: np.random.Generator, beats: float) -> list[Chord]:
-    """A cycled chord progression in a random key, one or two chords per 4/4 bar."""
+def _chords(rng: np.random.Generator, beats: float, bar: float = 4.0) -> list[Chord]:
+    """A cycled chord progression in a random key, one or two chords per 4/4 bar (one per 3-beat bar)."""
     key, minor = int(rng.integers(12)), bool(rng.random() < 0.4)
     scale, prog = (MINOR if minor else MAJOR), PROGRESSIONS[minor]
     degrees = prog[int(rng.integers(len(prog)))]
-    length = 4.0 if rng.random() < 0.7 else 2.0
+    length = bar if rng.random() < 0.7 or bar != 4.0 else 2.0
     sevenths = bool(rng.random() < 0.3)
     out, t, i = [], 0.0, 0
     while t < beats:
@@ -145,22 +161,29 @@ def _bass(rng: np.random.Generator, chords: list[Chord]) -> list[Note]:
     return notes
 
 
-def _drums(rng: np.random.Generator, beats: float) -> list[Note]:
-    """A 16th-note groove (kick, snare, hats or ride) with tom fills and crashes after them."""
-    kick = {0, 8} | {s for s in (3, 6, 10, 11, 14) if rng.random() < 0.3}
-    half_time = rng.random() < 0.2
-    snare = {8} if half_time else {4, 12}
-    if half_time:
-        kick -= {8}
+def _drums(rng: np.random.Generator, beats: float, meter: str = "4/4") -> list[Note]:
+    """A 16th-note groove (kick, snare, hats or ride) with tom fills and crashes after them; 3/4 and
+    6/8 bars hold 12 sixteenths (a waltz backbeat on 2 and 3, or a 6/8 backbeat on 4)."""
+    steps = 16 if meter == "4/4" else 12
+    if meter == "4/4":
+        kick = {0, 8} | {s for s in (3, 6, 10, 11, 14) if rng.random() < 0.3}
+        half_time = rng.random() < 0.2
+        snare = {8} if half_time else {4, 12}
+        if half_time:
+            kick -= {8}
+    elif meter == "3/4":
+        kick, snare = {0} | {s for s in (6, 10) if rng.random() < 0.3}, {4, 8}
+    else:  # 6/8: two dotted-quarter pulses
+        kick, snare = {0} | {s for s in (4, 10) if rng.random() < 0.3}, {6}
     hats = int(rng.integers(3))  # 0: closed-hat eighths, 1: closed-hat sixteenths, 2: ride eighths
     cymbal = RIDE if hats == 2 else HAT
     open_hat = hats != 2 and rng.random() < 0.3
     base = float(rng.uniform(85, 110))
     notes: list[Note] = [(0.0, 0.5, CRASH, _vel(rng, base + 10))]
-    for bar in range(math.ceil(beats / 4)):
-        t0 = bar * 4.0
+    for bar in range(math.ceil(beats / (steps / 4))):
+        t0 = bar * steps / 4
         fill = rng.random() < (0.6 if bar % 4 == 3 else 0.1)
-        fill_from = 16 - 4 * int(rng.integers(1, 3)) if fill else 16
+        fill_from = steps - 4 * int(rng.integers(1, 3)) if fill else steps
         for s in range(fill_from):
             t = t0 + s / 4
             if s in kick:
@@ -170,14 +193,14 @@ def _drums(rng: np.random.Generator, beats: float) -> list[Note]:
             elif s % 2 == 1 and rng.random() < 0.08:
                 notes.append((t, 0.25, SNARE, _vel(rng, 45)))  # ghost note
             if hats == 1 or s % 2 == 0:
-                top = OPEN_HAT if open_hat and s == 14 else cymbal
+                top = OPEN_HAT if open_hat and s == steps - 2 else cymbal
                 notes.append((t, 0.25, top, _vel(rng, base - (0 if s % 4 == 0 else 15))))
-        for k, s in enumerate(range(fill_from, 16)):
-            pos = k * len(TOMS) // (16 - fill_from)
+        for k, s in enumerate(range(fill_from, steps)):
+            pos = k * len(TOMS) // (steps - fill_from)
             pitch = SNARE if rng.random() < 0.3 else TOMS[pos]
             notes.append((t0 + s / 4, 0.25, pitch, _vel(rng, base - 10 + 2 * k)))
         if fill:
-            notes.append((t0 + 4.0, 0.5, CRASH, _vel(rng, base + 10)))
+            notes.append((t0 + steps / 4, 0.5, CRASH, _vel(rng, base + 10)))
     return notes
 
 
@@ -207,39 +230,111 @@ def _write_midi(path: Path, notes: list[Note], program: int, channel: int, bpm: 
     midi.save(str(path))
 
 
-def _song(rng: np.random.Generator, seconds: float) -> tuple[dict[str, tuple[list[Note], int, int]], float, float]:
-    """Random notes, GM program and MIDI channel per stem, plus tempo and length in beats."""
-    bpm = float(rng.integers(80, 161))
+def _vary(rng: np.random.Generator, notes: list[Note], swing: float, register: int) -> list[Note]:
+    """Generator v2's per-stem variety: a velocity curve, an articulation (note lengths), a register
+    shift in octaves, and swing (off-beat eighths delayed by `swing` beats)."""
+    gamma, scale = float(rng.uniform(0.6, 1.5)), float(rng.uniform(0.6, 1.25))
+    out: list[Note] = []
+    for start, length, pitch, vel in notes:
+        if swing and abs((start * 2) % 2 - 1) < 1e-9:
+            start += swing
+        v = int(np.clip(round(127 * (vel / 127) ** gamma), 1, 127))
+        out.append((start, max(0.05, length * scale), int(np.clip(pitch + 12 * register, 21, 108)), v))
+    return out
+
+
+def _song(rng: np.random.Generator, seconds: float, generator: str = "v1", meters: tuple[str, ...] = ("4/4",)
+          ) -> tuple[dict[str, tuple[list[Note], int, int]], float, float, dict]:
+    """Random notes, GM program and MIDI channel per stem, tempo, length in beats and the song's style."""
+    if generator == "v1":
+        bpm, meter, swing = float(rng.integers(80, 161)), "4/4", 0.0
+    else:
+        bpm = float(rng.integers(60, 181))
+        meter = meters[int(rng.integers(len(meters)))]
+        swing = float(rng.uniform(0.05, 0.17)) if meter == "4/4" and rng.random() < 0.3 else 0.0
+    bar = 4.0 if meter == "4/4" else 3.0
     beats = seconds * bpm / 60.0
-    chords = _chords(rng, beats)
+    chords = _chords(rng, beats, bar)
     parts = {
         "bass": (_bass(rng, chords), int(rng.integers(32, 40)), 0),
-        "drums": (_drums(rng, beats), int(DRUM_KITS[int(rng.integers(len(DRUM_KITS)))]), 9),
+        "drums": (_drums(rng, beats, meter), int(DRUM_KITS[int(rng.integers(len(DRUM_KITS)))]), 9),
         "guitar": (_guitar(rng, chords, bpm), int(rng.integers(24, 32)), 0),
         "piano": (_piano(rng, chords), int(rng.integers(0, 8)), 0),
     }
-    return parts, bpm, beats
+    if generator != "v1":
+        registers = {"bass": (-1, 0, 0, 0), "drums": (0,), "guitar": (-1, 0, 0, 1), "piano": (-1, 0, 0, 1)}
+        for src, (notes, program, channel) in parts.items():
+            reg = registers[src][int(rng.integers(len(registers[src])))]
+            parts[src] = (_vary(rng, notes, swing, reg), program, channel)
+    return parts, bpm, beats, {"bpm": bpm, "meter": meter, "swing": round(swing, 3)}
 
 
-def _find_soundfont(soundfont: Path | None, heldout: bool = False) -> Path:
-    """The soundfont to render with. Training sets refuse MuseScore General (also behind a link such
-    as default-GM.sf3), which is kept for held-out evaluation; held-out sets default to it."""
+def _augment(rng: np.random.Generator, source: str) -> dict:
+    """Per-stem augmentation drawn in the main thread (so a seed fixes it): EQ tilt in dB per octave
+    around 1 kHz, and sometimes a small room or a little saturation."""
+    aug = {"tilt": float(rng.uniform(-3.0, 3.0))}
+    if rng.random() < 0.3:
+        aug["room"] = (float(rng.uniform(0.15, 0.6)), float(rng.uniform(0.05, 0.25)), int(rng.integers(2**31)))
+    if source in ("bass", "guitar") and rng.random() < 0.2:
+        aug["drive"] = float(rng.uniform(1.5, 4.0))
+    return aug
+
+
+def apply_augment(audio: np.ndarray, sample_rate: int, aug: dict) -> np.ndarray:
+    """Apply `_augment`'s draw to a mono render (same length out)."""
+    n = audio.size
+    if "drive" in aug and np.abs(audio).max() > 0:
+        peak = float(np.abs(audio).max())
+        audio = np.tanh(aug["drive"] * audio / peak) / np.tanh(aug["drive"]) * peak
+    if "room" in aug:
+        rt60, wet, seed = aug["room"]
+        t = np.arange(int(rt60 * sample_rate)) / sample_rate
+        ir = np.random.default_rng(seed).standard_normal(t.size) * np.exp(-6.9 * t / rt60)
+        ir *= wet / np.sqrt((ir**2).sum())
+        ir[0] += 1.0
+        size = 1 << int(np.ceil(np.log2(n + ir.size)))
+        audio = np.fft.irfft(np.fft.rfft(audio, size) * np.fft.rfft(ir, size), size)[:n]
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    gain = 10 ** (aug["tilt"] * np.log2(np.maximum(f, 50.0) / 1000.0) / 20)
+    return np.fft.irfft(np.fft.rfft(audio) * gain, n).astype(np.float32)
+
+
+def _check_soundfont(path: Path, heldout: bool, hint: str) -> Path:
+    """PATH when it is a readable SoundFont that this kind of set may use, else a one-line DataError."""
+    name = path.resolve().name.lower() if path.exists() else path.name.lower()
+    if not heldout and any(r in name for r in RESERVED):
+        raise DataError(f"soundfont {path.name} is reserved (MuseScore General: held-out evaluation, "
+                        "rtsep data music4 --heldout; TimGM6mb: the adaptation tests' user instruments); "
+                        "train with the GM banks in TRAIN_BANKS")
+    if not path.is_file():
+        raise DataError(f"soundfont {path} not found; run: {hint}")
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise DataError(f"{path} is not a SoundFont (.sf2/.sf3) file; run: {hint}")
+    return path
+
+
+def _find_soundfonts(soundfonts: list[Path] | None, heldout: bool = False, generator: str = "v2") -> list[Path]:
+    """The banks to render with. Given ones are all checked; by default a held-out set uses MuseScore
+    General, a v1 set FluidR3_GM, a v2 set every installed bank of TRAIN_BANKS (FluidR3_GM at least).
+    Training sets refuse MuseScore General and TimGM6mb, also behind a link such as default-GM.sf3."""
     hint = HELDOUT_HINT if heldout else INSTALL_HINT
     if shutil.which("fluidsynth") is None:
         raise DataError(f"fluidsynth is not installed; run: {hint}")
-    default = [HELDOUT_SOUNDFONT] if heldout else TRAIN_SOUNDFONTS
-    candidates = [Path(soundfont)] if soundfont is not None else [Path(p) for p in default]
-    for path in candidates:
-        if not heldout and "musescore" in path.resolve().name.lower():
-            raise DataError(f"soundfont {path.name} is MuseScore General, reserved for held-out evaluation "
-                            "(rtsep data music4 --heldout); train with FluidR3_GM")
-        if path.is_file():
-            with open(path, "rb") as f:
-                head = f.read(12)
-            if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
-                raise DataError(f"{path} is not a SoundFont (.sf2/.sf3) file; run: {hint}")
-            return path
-    raise DataError(f"soundfont {candidates[0]} not found; run: {hint}")
+    if soundfonts:
+        return [_check_soundfont(Path(p), heldout, hint) for p in soundfonts]
+    if heldout:
+        return [_check_soundfont(Path(HELDOUT_SOUNDFONT), heldout, hint)]
+    first = _check_soundfont(Path(TRAIN_SOUNDFONTS[0]), heldout, hint)
+    if generator == "v1":
+        return [first]
+    return [first] + [Path(p) for p in list(TRAIN_BANKS)[1:] if Path(p).is_file()]
+
+
+def _find_soundfont(soundfont: Path | None, heldout: bool = False) -> Path:
+    """One bank (generator v1's choice): the given one, else the default."""
+    return _find_soundfonts([soundfont] if soundfont is not None else None, heldout, "v1")[0]
 
 
 def _render(midi: Path, wav: Path, soundfont: Path, sample_rate: int, timeout: float) -> np.ndarray:
@@ -262,47 +357,90 @@ def _render(midi: Path, wav: Path, soundfont: Path, sample_rate: int, timeout: f
     return audio.mean(axis=1)
 
 
+def _render_or_default(midi: Path, wav: Path, soundfont: Path, sample_rate: int, timeout: float,
+                       notes: list[Note], channel: int, bpm: float, beats: float) -> np.ndarray:
+    """Render; when a bank lacks the drawn program or drum kit (a silent render of real notes),
+    render again with the family's first program (kit 0 for drums)."""
+    audio = _render(midi, wav, soundfont, sample_rate, timeout)
+    if notes and not np.abs(audio).max() > 1e-5:
+        program = 0 if channel == 9 else int(mido.MidiFile(str(midi)).tracks[0][1].program) // 8 * 8
+        _write_midi(midi, notes, program, channel, bpm, beats)
+        audio = _render(midi, wav, soundfont, sample_rate, timeout)
+    return audio
+
+
+def check_music4(clips: int, seconds: float, sample_rate: int, soundfont: Path | list[Path] | None = None,
+                 heldout: bool = False, generator: str = "v2", meters: tuple[str, ...] = METERS) -> list[Path]:
+    """The banks `make_music4` would render with, or a one-line DataError for arguments it would refuse:
+    called before any progress is shown or any file is written."""
+    if clips < 1 or seconds <= 0 or sample_rate <= 0:
+        raise DataError(f"music4 needs clips >= 1, seconds > 0, sample_rate > 0; got {clips}, {seconds}, {sample_rate}")
+    if generator not in GENERATORS:
+        raise DataError(f"unknown generator {generator!r} ({' or '.join(GENERATORS)})")
+    bad = [m for m in meters if m not in METERS]
+    if bad or not meters:
+        raise DataError(f"unknown meter {bad[0] if bad else '(none)'!r} (choose from {', '.join(METERS)})")
+    given = [soundfont] if isinstance(soundfont, (str, Path)) else soundfont
+    return _find_soundfonts(given, heldout, generator)
+
+
 def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: int,
-                soundfont: Path | None = None, progress: Callable[[int, int], None] | None = None,
-                heldout: bool = False) -> dict:
+                soundfont: Path | list[Path] | None = None, progress: Callable[[int, int], None] | None = None,
+                heldout: bool = False, generator: str = "v2", meters: tuple[str, ...] = METERS,
+                jobs: int = 2) -> dict:
     """Write OUT/<split>/<source>/<i:05d>.wav for every split and return the manifest.
 
     Each stem is peak-normalised to 0.9 times a random gain in [0.5, 1], so the source balance
     varies between clips as it does in real mixes. `heldout`: only a test split of `clips` clips,
     rendered by default with MuseScore General, a soundfont no model here was trained or tuned on.
+    Generator v2 draws each stem's bank from `soundfont` (one or several; default: every installed
+    training bank), a meter from `meters`, and augments each stem (`_augment`).
     """
-    if clips < 1 or seconds <= 0 or sample_rate <= 0:
-        raise DataError(f"music4 needs clips >= 1, seconds > 0, sample_rate > 0; got {clips}, {seconds}, {sample_rate}")
-    out, font = Path(out), _find_soundfont(soundfont, heldout)
+    out, fonts = Path(out), check_music4(clips, seconds, sample_rate, soundfont, heldout, generator, meters)
     counts = {"test": clips} if heldout else split_counts(clips)
     total, done, n = sum(counts.values()), 0, round(seconds * sample_rate)
     timeout = 60.0 + 10.0 * seconds
-    with tempfile.TemporaryDirectory(prefix="music4-") as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+    info: dict[str, list] = {}
+    with tempfile.TemporaryDirectory(prefix="music4-") as tmp, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for split in counts:
             rng = np.random.default_rng(split_seed(seed, split))
+            info[split] = []
             for i in range(counts[split]):
-                parts, bpm, beats = _song(rng, seconds)
+                parts, bpm, beats, style = _song(rng, seconds, generator, tuple(meters))
                 gains = {src: float(rng.uniform(0.5, 1.0)) for src in SOURCES}
-                jobs = {}
+                if generator == "v1":
+                    banks, augs = {src: fonts[0] for src in SOURCES}, {}
+                else:
+                    banks = {src: fonts[int(rng.integers(len(fonts)))] for src in SOURCES}
+                    augs = {src: _augment(rng, src) for src in SOURCES}
+                jobs_ = {}
                 for src in SOURCES:
                     notes, program, channel = parts[src]
                     mid, wav = Path(tmp) / f"{src}.mid", Path(tmp) / f"{src}.wav"
                     _write_midi(mid, notes, program, channel, bpm, beats)
-                    jobs[src] = pool.submit(_render, mid, wav, font, sample_rate, timeout)
+                    jobs_[src] = pool.submit(_render_or_default, mid, wav, banks[src], sample_rate, timeout,
+                                             notes, channel, bpm, beats)
                 for src in SOURCES:
-                    audio = jobs[src].result()[:n]
+                    audio = jobs_[src].result()[:n]
                     audio = np.pad(audio, (0, n - audio.size))
+                    if src in augs:
+                        audio = apply_augment(audio, sample_rate, augs[src])
                     peak = float(np.abs(audio).max())
                     if peak > 0:
                         audio = audio * (0.9 * gains[src] / peak)
                     write_wav_atomic(out / split / src / f"{i:05d}.wav", audio.astype(np.float32), sample_rate)
+                if generator != "v1":
+                    info[split].append({**style, "banks": {src: banks[src].name for src in SOURCES}})
                 done += 1
                 if progress is not None:
                     progress(done, total)
     manifest = {
         "name": "music4", "sources": list(SOURCES), "sample_rate": int(sample_rate), "seconds": float(seconds),
-        "seed": int(seed), "soundfont": font.resolve().name, "splits": counts, "generator": "rtsep.datasets.music4",
+        "seed": int(seed), "soundfont": fonts[0].resolve().name, "splits": counts, "generator": "rtsep.datasets.music4",
         **({"heldout": True} if heldout else {}),
     }
+    if generator != "v1":
+        manifest.update(version=generator, soundfonts=[f.resolve().name for f in fonts], meters=list(meters),
+                        clips=info)
     write_manifest(out, manifest)
     return manifest
