@@ -275,8 +275,14 @@ def train_encoder_cmd(
     bands_per_octave: int = typer.Option(1, min=1, max=12, help="Resolution of the band-shape prior."),
     max_scale: float = typer.Option(1.0, min=1e-6, help="Largest std of q per sample (stored in the encoder's config): "
                                     "q's entropy pays for wide posteriors, whose samples the priors judge as noise."),
+    loss: str = typer.Option("mse", help="Supervised/distill regression loss: mse (waveform) or sdr (soft-thresholded "
+                             "SNR per source, weighs quiet sources like loud ones)."),
+    coherent: float = typer.Option(0.0, min=0.0, max=1.0, help="Supervised: share of training mixtures made of one "
+                                   "clip's own stems (aligned songs) instead of independent excerpts."),
+    valid_every: int = typer.Option(0, min=0, help="SI-SDRi on the data's valid split every this many steps (a "
+                                    "multiple of 50; stored as the card's validation curve; 0: off)."),
     filters: int = typer.Option(128), hidden: int = typer.Option(128), blocks: int = typer.Option(8),
-    repeats: int = typer.Option(1),
+    repeats: int = typer.Option(1), bottleneck: int = typer.Option(64, min=8),
     front: str = typer.Option("learned", help="learned (Conv-TasNet basis) or stft (ratio masks: cannot invent content)."),
     n_fft: int = typer.Option(1024, help="STFT size of the stft front end (its hop is --stride)."),
     stride: int = typer.Option(16, help="Frame hop of the encoder in samples."),
@@ -296,13 +302,14 @@ def train_encoder_cmd(
         fail(f"--stride {stride} must divide --n-fft / 2 = {n_fft // 2} for the stft front end")
     card = read_card(model_dir)
     cfg = EncoderConfig(sources=list(card.get("priors", {})), sample_rate=card.get("sample_rate", 16000),
-                        filters=filters, hidden=hidden, blocks=blocks, repeats=repeats, front=front, n_fft=n_fft,
+                        filters=filters, hidden=hidden, blocks=blocks, repeats=repeats, bottleneck=bottleneck,
+                        front=front, n_fft=n_fft,
                         stride=stride, log_scale_max=math.log(max_scale))
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,
                          kl_sigma_start=kl_sigma_start or None, active_start=active_start,
                          noise_floor=noise_floor, pitch_shift=pitch_shift, band_weight=band_weight,
-                         bands_per_octave=bands_per_octave)
+                         bands_per_octave=bands_per_octave, loss=loss, coherent=coherent, valid_every=valid_every)
     entry = train_encoder(model_dir, data, cfg, tr, minutes=minutes, init_from=init_from)
     t = entry["training"]
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")

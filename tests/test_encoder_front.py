@@ -93,3 +93,51 @@ def test_train_encoder_refuses_bad_front_end_options(tmp_path, args, message):
     r = CliRunner().invoke(app, ["train", "encoder", str(tmp_path), "--data", str(tmp_path), *args])
     assert r.exit_code == 1
     assert message in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("n_fft,hop", [(1024, 256), (256, 64)])
+def test_fft_training_path_is_the_exported_transform(n_fft, hop):
+    """Training runs the STFT as FFTs, export as convolutions: both must be the same transform, or the
+    shipped graph would run another network than the one trained."""
+    st = STFT(n_fft, hop)
+    x = torch.randn(2, 1, 8 * n_fft)
+    spec = st(x)
+    st.fft = True
+    np.testing.assert_allclose(st(x).numpy(), spec.numpy(), atol=2e-4 * float(spec.abs().max()))
+    fast = st.inverse(spec)
+    st.fft = False
+    np.testing.assert_allclose(fast.numpy(), st.inverse(spec).numpy(), atol=1e-5)
+    enc = stft_encoder()
+    mix = torch.randn(1, 1, 4096) * 0.3
+    ref = enc(mix)[0]
+    enc.stft.fft = True
+    np.testing.assert_allclose(enc(mix)[0].detach().numpy(), ref.detach().numpy(), atol=1e-4)
+
+
+def test_snr_loss_weighs_sources_alike_and_survives_silence():
+    from rtsep.train.encoder import snr_loss
+
+    s = torch.randn(1, 2, 1000)
+    s[:, 1] *= 0.3  # a quieter source (-10 dB)
+    mix = s.mean(dim=1, keepdim=True)
+    perfect = snr_loss(s, s, mix)
+    assert torch.isfinite(perfect) and perfect < -25  # capped near -30 dB by the soft threshold
+    worse_quiet = s.clone()
+    worse_quiet[:, 1] = 0
+    assert snr_loss(worse_quiet, s, mix) > perfect + 10  # losing the quiet source costs as much as a loud one
+    silent = torch.zeros_like(s)
+    assert torch.isfinite(snr_loss(silent, silent, mix))
+
+
+def test_coherent_excerpts_take_one_clip_and_offset_for_all_sources():
+    from rtsep.datasets.folder import SourceSet
+    from rtsep.train.encoder import check_coherent, coherent_excerpts
+    from rtsep.errors import DataError
+
+    clips = [np.arange(100, dtype=np.float32) + 1000 * i for i in range(3)]
+    sets = [SourceSet("a", clips), SourceSet("b", [c * 2 for c in clips])]
+    out = coherent_excerpts(np.random.default_rng(0), sets, 8, 10, (1.0, 1.0))
+    np.testing.assert_array_equal(out[:, 1], 2 * out[:, 0])
+    assert len({int(o[0, 0] // 1000) for o in out}) > 1  # several clips drawn
+    with pytest.raises(DataError, match="same number of clips"):
+        check_coherent([SourceSet("a", clips), SourceSet("b", clips[:2])])

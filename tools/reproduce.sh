@@ -85,7 +85,7 @@ if [ "$SET" = music4-v3 ]; then
   # Session 7: the music4-v2 priors resumed on four times the data (1600 clips per source, another
   # seed), then the m4v2 seed encoder resumed on them. Also the control: that encoder trained twice as
   # long on the old priors (runs/m4v2-e3k). Needs runs/m4v2 (music4-v2 above).
-  [ -f data/music4-xl/manifest.json ] || rtsep data music4 data/music4-xl --clips 1600 --seconds 4 --seed 1
+  [ -f data/music4-xl/manifest.json ] || rtsep data music4 data/music4-xl --clips 1600 --seconds 4 --seed 1 --generator v1
   CHAIN="--space mask --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4"
   ENC="--objective seed --front stft --stride 256 --blocks 5 --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
   if [ ! -f runs/m4v2-e3k/ckpt/encoder.pt ]; then
@@ -192,8 +192,8 @@ if [ "$SET" = music4-bands ]; then
   # one core; two at a time): the session-3 command (runs/m4s), q's std bounded (--max-scale), the
   # band-shape prior (--band-weight, --bands-per-octave) and both; encoder alone on 20 clips of 4 s, the
   # session-6 mask chain on 6 clips of 2 s, and the landscape of their means.
-  [ -f data/music4/manifest.json ] || rtsep data music4 data/music4 --clips 400 --seconds 4 --seed 0
-  [ -f data/music4-eval/manifest.json ] || rtsep data music4 data/music4-eval --clips 400 --seconds 4 --seed 99
+  [ -f data/music4/manifest.json ] || rtsep data music4 data/music4 --clips 400 --seconds 4 --seed 0 --generator v1
+  [ -f data/music4-eval/manifest.json ] || rtsep data music4 data/music4-eval --clips 400 --seconds 4 --seed 99 --generator v1
   ENC="--data data/music4 --objective seed --front stft --stride 256 --blocks 5 --steps 2000 --segment 8192
     --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
   train() {  # train RUN FLAGS...: on a copy of models/music4's priors
@@ -236,8 +236,8 @@ if [ "$SET" = music4-v2-bands ]; then
   # a time on two cores), seed encoders with the band-shape prior on copies of them (1500 steps, as session
   # 6), each alone, with the session-6 mask chain, and with that chain also climbing the band prior
   # (`--band-weight`), on the 20 held-out clips of 4 s in two shards (one core each).
-  [ -f data/music4/manifest.json ] || rtsep data music4 data/music4 --clips 400 --seconds 4 --seed 0
-  [ -f data/music4-eval/manifest.json ] || rtsep data music4 data/music4-eval --clips 400 --seconds 4 --seed 99
+  [ -f data/music4/manifest.json ] || rtsep data music4 data/music4 --clips 400 --seconds 4 --seed 0 --generator v1
+  [ -f data/music4-eval/manifest.json ] || rtsep data music4 data/music4-eval --clips 400 --seconds 4 --seed 99 --generator v1
   prior() {
     OMP_NUM_THREADS=1 rtsep train prior --source "$1" --data data/music4 --out runs/m4v2 --flows 8 --hidden 48 --layers 5 \
       --mixing lu --steps 2600 --minutes 24 --threads 1
@@ -462,15 +462,15 @@ PY
 fi
 case "$SET" in
   toy4)
-    SOURCES="sine square saw triangle"; CLIPS=400; SECONDS_=1; PRIOR_STEPS=1200; GAIN="--gain-min 0.7 --gain-max 1.0"
+    SOURCES="sine square saw triangle"; CLIPS=400; SECONDS_=1; PRIOR_STEPS=1200; GAIN="--gain-min 0.7 --gain-max 1.0"; DATA_FLAGS=""
     ENC_STEPS=${ENC_STEPS:-4000}; ENC_GAIN="--gain-min 1.0 --gain-max 1.0"; KL="--kl-sigma-start 0.3 --kl-sigma 0.01" ;;
   music4)
-    SOURCES="bass drums guitar piano"; CLIPS=400; SECONDS_=4; PRIOR_STEPS=1200; GAIN="--gain-min 0.5 --gain-max 1.0"
+    SOURCES="bass drums guitar piano"; CLIPS=400; SECONDS_=4; PRIOR_STEPS=1200; GAIN="--gain-min 0.5 --gain-max 1.0"; DATA_FLAGS="--generator v1"
     ENC_STEPS=${ENC_STEPS:-4000}; ENC_GAIN="--gain-min 0.5 --gain-max 1.0"; KL="--kl-sigma-start 0.1 --kl-sigma 0.02" ;;
   *) echo "error: unknown set $SET (toy4 or music4)" >&2; exit 2 ;;
 esac
-[ -f "data/$SET/manifest.json" ] || rtsep data "$SET" "data/$SET" --clips $CLIPS --seconds $SECONDS_ --seed 0
-[ -f "data/$SET-eval/manifest.json" ] || rtsep data "$SET" "data/$SET-eval" --clips 400 --seconds $SECONDS_ --seed 99
+[ -f "data/$SET/manifest.json" ] || rtsep data "$SET" "data/$SET" --clips $CLIPS --seconds $SECONDS_ --seed 0 $DATA_FLAGS
+[ -f "data/$SET-eval/manifest.json" ] || rtsep data "$SET" "data/$SET-eval" --clips 400 --seconds $SECONDS_ --seed 99 $DATA_FLAGS
 for s in $SOURCES; do
   rtsep train prior --source "$s" --data "data/$SET" --out "$OUT" --steps $PRIOR_STEPS $GAIN --mixing flip
 done

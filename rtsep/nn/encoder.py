@@ -105,9 +105,18 @@ class STFT(nn.Module):
         self.register_buffer("analysis", torch.cat([cos, -sin])[:, None].float(), persistent=False)
         self.register_buffer("synthesis", torch.cat([cos * scale, -sin * scale])[:, None].float(), persistent=False)
         self.register_buffer("window_sq", (win**2)[None, None].float(), persistent=False)
+        self.register_buffer("window", win.float(), persistent=False)
+        self.n_fft = n_fft
+        self.fft = False
+        """FFT instead of the dense (de)convolutions: the same transform, ~20x cheaper to train; the
+        convolutions stay the default because they export to plain ONNX Conv / ConvTranspose."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, 2 * bins, T / hop): real parts, then imaginary parts."""
+        if self.fft:
+            frames = nn.functional.pad(x[:, 0], (self.pad, self.pad)).unfold(-1, self.n_fft, self.hop)
+            spec = torch.fft.rfft(frames * self.window, dim=-1).transpose(1, 2)  # (B, bins, frames)
+            return torch.cat([spec.real, spec.imag], dim=1)
         return nn.functional.conv1d(x, self.analysis, stride=self.hop, padding=self.pad)
 
     def magnitude(self, spec: torch.Tensor) -> torch.Tensor:
@@ -125,6 +134,13 @@ class STFT(nn.Module):
         """(B, 2 * bins, frames) -> (B, 1, frames * hop)."""
         frames = torch.ones_like(spec[:1, :1])
         overlap = nn.functional.conv_transpose1d(frames, self.window_sq, stride=self.hop, padding=self.pad)
+        if self.fft:
+            b, _, n = spec.shape
+            cplx = torch.complex(spec[:, : self.bins], spec[:, self.bins :]).transpose(1, 2)
+            seg = torch.fft.irfft(cplx, n=self.n_fft, dim=-1) * self.window  # (B, frames, n_fft)
+            size = (n - 1) * self.hop + self.n_fft
+            y = nn.functional.fold(seg.transpose(1, 2), (1, size), (1, self.n_fft), stride=(1, self.hop))
+            return y.reshape(b, 1, size)[..., self.pad : size - self.pad] / overlap
         return nn.functional.conv_transpose1d(spec, self.synthesis, stride=self.hop, padding=self.pad) / overlap
 
 

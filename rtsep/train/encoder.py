@@ -74,6 +74,17 @@ class EncoderTraining:
     noise_floor: float = 1e-3
     """Smallest std of q (seed objective): an estimate is never exactly silent, so a level-normalised
     prior sees a silent estimate as loud white noise (see `FlowPrior.shape_log_prob_sum`)."""
+    loss: str = "mse"
+    """Supervised / distill regression: "mse" on the waveforms (the sessions 1-19 encoders), or "sdr", the
+    negative SNR per source with a soft threshold at 30 dB below the mixture (MixIT's), which weighs
+    quiet sources like loud ones, as SI-SDR does, and stays finite when a source is silent."""
+    coherent: float = 0.0
+    """Supervised: the share of training mixtures made of the SAME clip of every source at the same offset
+    (the song's own stems, aligned in time and harmony), the rest of independent excerpts. Needs a set
+    whose sources hold the same number of clips (a generated set)."""
+    valid_every: int = 0
+    """Every this many steps, SI-SDRi per source on fixed coherent mixtures of the data's valid split
+    (stored in the history: the card's validation curve); 0: off."""
     checkpoint_every: int = 50
 
     def active_at(self, step: int) -> float:
@@ -115,14 +126,40 @@ def load_encoder(model_dir: Path) -> Encoder:
     return enc.eval()
 
 
+def coherent_excerpts(rng: np.random.Generator, sets: list[SourceSet], batch: int, length: int,
+                      gain: tuple[float, float]) -> np.ndarray:
+    """(batch, N, length): one clip index and one offset for all sources (a song's own stems), a random
+    gain per source."""
+    out = np.zeros((batch, len(sets), length), dtype=np.float32)
+    for b in range(batch):
+        i = int(rng.integers(len(sets[0].clips)))
+        n = min(len(s.clips[i]) for s in sets)
+        start = int(rng.integers(n - length + 1)) if n > length else 0
+        for k, s in enumerate(sets):
+            x = s.clips[i][start : start + length]
+            out[b, k, : x.size] = x * rng.uniform(*gain)
+    return out
+
+
+def check_coherent(sets: list[SourceSet]) -> None:
+    counts = {s.source: len(s.clips) for s in sets}
+    if len(set(counts.values())) != 1:
+        raise DataError(f"--coherent needs the same number of clips per source (a generated set); got {counts}")
+
+
 def mixture_batch(rng: np.random.Generator, sets: list[SourceSet], tr: EncoderTraining, active: float = 1.0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mix (B,1,T), sources (B,N,T)) from independent excerpts, mixed by mean; each source plays
-    with probability `active` (at least one per mixture)."""
+    """(mix (B,1,T), sources (B,N,T)) from independent excerpts (or, with `tr.coherent`, partly from the
+    same clip of every source), mixed by mean; each source plays with probability `active` (at least one
+    per mixture)."""
     if tr.pitch_shift:
         src = np.stack([np.stack([shifted_excerpt(s, rng, tr) for _ in range(tr.batch)]) for s in sets], axis=1)
     else:
         src = np.stack([s.excerpts(rng, tr.batch, tr.segment, gain=(tr.gain_min, tr.gain_max)) for s in sets], axis=1)
+    if tr.coherent:
+        same = rng.random(tr.batch) < tr.coherent
+        if same.any():
+            src[same] = coherent_excerpts(rng, sets, int(same.sum()), tr.segment, (tr.gain_min, tr.gain_max))
     if active < 1.0:
         on = rng.random((tr.batch, len(sets))) < active
         on[np.arange(tr.batch), rng.integers(len(sets), size=tr.batch)] = True
@@ -174,12 +211,56 @@ def seed_loss(enc: Encoder, priors: list, mix: torch.Tensor, sigma: float, gamma
     return loss, parts
 
 
-def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Comparison only: MSE of the means plus a Gaussian NLL that teaches the scales."""
+def snr_loss(mean: torch.Tensor, sources: torch.Tensor, mix: torch.Tensor, tau: float = 1e-3) -> torch.Tensor:
+    """Mean over sources and batch of -10 log10(|s|^2 / (|s - mean|^2 + tau |m|^2)) in dB: MixIT's
+    soft-thresholded SNR (30 dB cap), finite for silent sources. (B, N, T), (B, N, T), (B, 1, T)."""
+    ref = (sources**2).sum(-1)
+    err = ((sources - mean) ** 2).sum(-1) + tau * (mix**2).sum(-1) + 1e-8
+    return (10 * torch.log10(err) - 10 * torch.log10(ref + 1e-8)).mean()
+
+
+def supervised_loss(enc: Encoder, mix: torch.Tensor, sources: torch.Tensor, loss: str = "mse"
+                    ) -> tuple[torch.Tensor, dict]:
+    """Comparison only: MSE (or `snr_loss`) of the means plus a Gaussian NLL that teaches the scales."""
     mean, log_scale = enc(mix)
     mse = ((mean - sources) ** 2).mean()
     nll = (0.5 * ((sources - mean.detach()) / torch.exp(log_scale)) ** 2 + log_scale).mean()
+    if loss == "sdr":
+        neg_snr = snr_loss(mean, sources, mix)
+        return neg_snr + 0.01 * nll, {"neg_snr": neg_snr.item(), "mse": mse.item()}
     return 100 * mse + 0.01 * nll, {"mse": mse.item()}
+
+
+def valid_mixtures(data: Path, sources: list[str], sr: int, count: int = 16, seconds: float = 4.0
+                   ) -> tuple[torch.Tensor, np.ndarray] | None:
+    """Fixed coherent (mix (C,1,T), sources (C,N,T)) from the valid split, or None when there is none."""
+    try:
+        sets = [SourceSet.load(data, s, sr, "valid") for s in sources]
+        check_coherent(sets)
+    except DataError:
+        return None
+    src = coherent_excerpts(np.random.default_rng(99), sets, count, int(seconds * sr), (0.5, 1.0))
+    src = src[:, :, : src.shape[-1] // 256 * 256]
+    return torch.from_numpy(src.mean(axis=1, keepdims=True)), src
+
+
+def validate(enc: Encoder, valid: tuple[torch.Tensor, np.ndarray]) -> dict[str, float]:
+    """Mean SI-SDRi per source on the fixed valid mixtures (skipping silent references)."""
+    from ..metrics import si_sdr_improvement
+
+    mix, src = valid
+    was = enc.training
+    enc.eval()
+    with torch.no_grad():
+        est = enc(mix)[0].numpy()
+    enc.train(was)
+    gains = [[] for _ in enc.cfg.sources]
+    for c in range(src.shape[0]):
+        imp = si_sdr_improvement(src[c], est[c], mix[c, 0].numpy())
+        for k in range(src.shape[1]):
+            if np.abs(src[c, k]).max() > 1e-3:
+                gains[k].append(float(imp[k]))
+    return {f"valid_{s}": round(float(np.mean(g)), 2) for s, g in zip(enc.cfg.sources, gains) if g}
 
 
 def check_objective_data(data: Path, objective: str, sources: list[str], sample_rate: int) -> dict | None:
@@ -222,12 +303,21 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
         raise BundleError(f"encoder config does not match the priors of {model_dir} ({sources} at {sr} Hz)")
     if tr.segment % cfg.stride:
         raise DataError(f"segment must be a multiple of {cfg.stride}")
+    if tr.loss not in ("mse", "sdr"):
+        raise DataError(f"unknown loss {tr.loss!r} (mse or sdr)")
+    if (tr.coherent or tr.loss != "mse") and tr.objective != "supervised":
+        raise DataError("--coherent and --loss sdr regress stems: they need --objective supervised")
     targets = check_objective_data(data, tr.objective, sources, sr)
     sets = [SourceSet.load(data, s, sr, "train") for s in sources]
+    if tr.coherent:
+        check_coherent(sets)
+    valid = valid_mixtures(Path(data), sources, sr) if tr.valid_every else None
     priors = [load_prior(model_dir, s).requires_grad_(False) for s in sources]
     weights, ckpt_path = encoder_paths(model_dir)
     torch.manual_seed(tr.seed)
     enc = Encoder(cfg)
+    if cfg.front == "stft":
+        enc.stft.fft = True  # same transform as the exported convolutions, far cheaper to train
     opt = torch.optim.Adam(enc.parameters(), lr=tr.lr)
     rng = np.random.default_rng(tr.seed)
     step, elapsed, history = 0, 0.0, []
@@ -271,7 +361,7 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
                 loss, parts = seed_loss(enc, priors, mix, *tr.sigma_at(step), floor=tr.noise_floor, bands=bands,
                                         band_weight=tr.band_weight)
             else:
-                loss, parts = supervised_loss(enc, mix, src)
+                loss, parts = supervised_loss(enc, mix, src, tr.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(enc.parameters(), 5.0)
@@ -284,6 +374,8 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
                 elapsed += time.monotonic() - t0
                 t0 = time.monotonic()
                 history.append({"step": step, "loss": round(ema, 4), **{k: round(v, 4) for k, v in parts.items()}})
+                if valid is not None and (step % tr.valid_every == 0 or step == tr.steps):
+                    history[-1].update(validate(enc, valid))
                 checkpoint()
     elapsed += time.monotonic() - t0
     checkpoint()
@@ -291,6 +383,10 @@ def train_encoder(model_dir: Path, data: Path, cfg: EncoderConfig | None, tr: En
     entry = {"config": cfg.to_dict(),
              "training": {**asdict(tr), "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
                           "init_from": was_init, "history": history[-20:], "runs": runs, **provenance()}}
+    curve = [{k: v for k, v in h.items() if k == "step" or k.startswith("valid_")} for h in history
+             if any(k.startswith("valid_") for k in h)]
+    if curve:
+        entry["training"]["valid_curve"] = curve
     if bands is not None:  # the chain can climb the same band-shape prior (`LangevinConfig.band_weight`)
         entry["band_prior"] = bands.to_dict()
     if targets:  # what labelled the distillation set: which priors, which chain, no stems
