@@ -6,6 +6,7 @@ training a prior, training the encoder and evaluating can happen in any order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -67,15 +68,43 @@ def card_lock(model_dir: Path) -> Iterator[None]:
 
 
 def update_card(model_dir: Path, *path: str, value: Any) -> dict[str, Any]:
-    """Set card[path[0]][path[1]]... = value and write the card back."""
+    """Set card[path[0]][path[1]]... = value and write the card back.
+
+    Writing a network's section ("encoder", or "priors" <source>) after saving its weights, as
+    training does, re-records those weights' sha256 in a card that holds them ("weights", see
+    `rtsep.bundle.seal`), and an encoder's sources in "sources": the card then describes the new
+    weights, and `rtsep.bundle.Bundle` still refuses weights edited behind its back."""
     with card_lock(model_dir):
         card = read_card(model_dir)
         node = card
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
+        _rerecord(Path(model_dir), card, path)
         write_card(model_dir, card)
     return card
+
+
+def _rerecord(model_dir: Path, card: dict[str, Any], path: tuple[str, ...]) -> None:
+    if path[0] == "encoder" and "sources" in card:
+        card["sources"] = list((card.get("encoder") or {}).get("config", {}).get("sources") or card["sources"])
+    if "weights" not in card or path[0] not in ("encoder", "priors"):
+        return
+    names = ["encoder.pt"] if path[0] == "encoder" else [f"priors/{s}.pt" for s in (path[1:2] or card["priors"])]
+    for name in names:
+        if (model_dir / name).is_file():
+            card["weights"][name] = sha256(model_dir / name)
+        else:
+            card["weights"].pop(name, None)
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def provenance() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .backends import TorchBackend
+from .bundle import priors_fingerprint
 from .datasets.common import write_manifest, write_wav_atomic
 from .datasets.folder import SourceSet
 from .errors import ConfigError
@@ -63,12 +64,11 @@ def clip_paths(out: Path, sources: tuple[str, ...], i: int) -> list[Path]:
 
 
 def make_distill_set(model_dir: Path, data: Path, out: Path, mixtures: DistillMixtures, chain: LangevinConfig = CHAIN,
-                     shard: tuple[int, int] = (0, 1), progress: Callable[[int, int], None] | None = None) -> dict | None:
+                     shard: tuple[int, int] = (0, 1),
+                     progress: Callable[[int, int], None] | None = None) -> dict | None:
     """Write OUT/train/<source>/<i>.wav, the chain's estimates for this shard's clips (batches of
     `mixtures.batch`, batch j belongs to shard j % count); then, once every clip exists, the
     manifest, which is returned (None while other shards are unfinished)."""
-    from .train.encoder import priors_fingerprint  # train.encoder imports this module
-
     index, count = shard
     if not 0 <= index < count:
         raise ConfigError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
@@ -80,7 +80,8 @@ def make_distill_set(model_dir: Path, data: Path, out: Path, mixtures: DistillMi
     if length < chain.n_fft:
         raise ConfigError(f"--seconds {mixtures.seconds} is shorter than one STFT frame ({chain.n_fft} samples)")
     sets = [SourceSet.load(data, s, sr, "train") for s in sources]
-    batches = [list(range(j, min(j + mixtures.batch, mixtures.clips))) for j in range(0, mixtures.clips, mixtures.batch)]
+    batches = [list(range(j, min(j + mixtures.batch, mixtures.clips)))
+               for j in range(0, mixtures.clips, mixtures.batch)]
     mine = [b for j, b in enumerate(batches) if j % count == index]
     for done, clips in enumerate(mine):
         if progress:

@@ -1,4 +1,4 @@
-"""The block engine's ONNX Runtime backend: exported encoder and Langevin step graphs, no torch needed.
+"""The block engine's ONNX Runtime backend: exported encoder and Langevin step graphs, no torch imported.
 
 On CUDA the Langevin chain runs with IO binding: x and the mixture stay on the GPU between steps
 (two device buffers swap as input and output); only each step's noise and scalars go up, and the
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .bands import band_prior_of
-from .card import read_card
+from .bundle import ONNX_ENCODER, ONNX_STEP, Bundle
 from .errors import BundleError
 from .langevin import Step
 from .runtime import CUDA, metadata, session
@@ -21,45 +21,54 @@ STEP_FEEDS = ("noise", "sigma", "eta", "lik", "proj")
 
 
 class OnnxBackend:
-    """Sessions for MODEL_DIR/onnx/{encoder,step}.onnx, made by `rtsep export`."""
+    """Sessions for a bundle's onnx/{encoder,step}.onnx, made by `rtsep export`.
 
-    def __init__(self, model_dir: Path, provider: str = "auto", threads: int | None = None,
+    A priors-only bundle (exported without an encoder) has no encoder.onnx: every source then starts
+    as the whole mixture (BASIS's cold start), as on the torch backend."""
+
+    def __init__(self, bundle: Bundle | Path | str, provider: str = "auto", threads: int | None = None,
                  io_binding: bool | None = None) -> None:
-        model_dir = Path(model_dir)
-        card = read_card(model_dir)
-        onnx_dir = model_dir / card.get("onnx", {}).get("dir", "onnx")
-        for name in ("encoder.onnx", "step.onnx"):
-            if not (onnx_dir / name).exists():
-                raise BundleError(f"{model_dir} has no {name}: run `rtsep export {model_dir}` first")
-        self.encoder = session(onnx_dir / "encoder.onnx", provider, threads)
-        meta = metadata(self.encoder)
-        self.sources = tuple(meta["sources"])
-        self.sample_rate = int(meta["sample_rate"])
-        self.stride = int(meta.get("stride", 16))
-        if list(self.sources) != list(card.get("encoder", {}).get("config", {}).get("sources", self.sources)):
-            raise BundleError(f"ONNX graphs in {onnx_dir} do not match the model card's sources")
-        self.step = session(onnx_dir / "step.onnx", provider, threads)
-        self.band_prior = band_prior_of(card)
-        if list(metadata(self.step).get("sources", [])) != list(self.sources):
-            raise BundleError(f"{onnx_dir / 'step.onnx'} was exported for other sources than encoder.onnx")
-        self._onnx_dir, self._provider_choice, self._threads = onnx_dir, provider, threads
+        bundle = Bundle.load(bundle)
+        self.bundle = bundle
+        if not bundle.has_onnx:
+            raise BundleError(f"{bundle.path} has no ONNX graphs: run `rtsep export {bundle.path}` first")
+        self.sources, self.sample_rate = bundle.sources, bundle.sample_rate
+        self.encoder = session(bundle.graph(ONNX_ENCODER), provider, threads) if bundle.has_encoder else None
+        self.step = session(bundle.graph(ONNX_STEP), provider, threads)
+        for sess, name in ((self.encoder, ONNX_ENCODER), (self.step, ONNX_STEP)):
+            meta = metadata(sess) if sess is not None else None
+            if meta is None:
+                continue
+            if list(meta.get("sources", [])) != list(self.sources):
+                raise BundleError(f"{bundle.onnx_dir / name} was exported for sources {meta.get('sources')}, "
+                                  f"the card says {list(self.sources)}")
+            if int(meta.get("sample_rate", self.sample_rate)) != self.sample_rate:
+                raise BundleError(f"{bundle.onnx_dir / name} was exported at {meta['sample_rate']} Hz, "
+                                  f"the card says {self.sample_rate} Hz")
+        self.stride = int(metadata(self.encoder).get("stride", 16)) if self.encoder is not None else 1
+        self.band_prior = band_prior_of(bundle.card) if bundle.has_encoder else None
+        self._onnx_dir, self._provider_choice, self._threads = bundle.onnx_dir, provider, threads
         self._scores: list | None = None  # per-source score graphs, loaded when relabelling first asks
         self.provider = self.step.get_providers()[0]
         self.io_binding = self.provider == CUDA if io_binding is None else io_binding
         self._device = ("cuda", 0) if self.provider == CUDA else ("cpu", 0)
 
     def encode(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mix (B, T) -> mean, log-scale (B, N, T); equal shares without an encoder."""
+        if self.encoder is None:
+            mean = np.repeat(np.asarray(mix, dtype=np.float32)[:, None], len(self.sources), axis=1)
+            return mean, np.zeros_like(mean)
         mean, log_scale = self.encoder.run(None, {"mix": np.ascontiguousarray(mix[:, None], dtype=np.float32)})
         return mean, log_scale
 
     def log_probs(self, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """x (B, N, T), sigma (B,) -> (B, N) log-densities, from the score_<source>.onnx graphs."""
         if self._scores is None:
-            missing = [s for s in self.sources if not (self._onnx_dir / f"score_{s}.onnx").exists()]
+            missing = [s for s in self.sources if f"score_{s}.onnx" not in self.bundle.graphs]
             if missing:
                 raise BundleError(f"{self._onnx_dir} has no score_{missing[0]}.onnx, which relabelling needs: "
                                   "export with --scores")
-            self._scores = [session(self._onnx_dir / f"score_{s}.onnx", self._provider_choice, self._threads)
+            self._scores = [session(self.bundle.graph(f"score_{s}.onnx"), self._provider_choice, self._threads)
                             for s in self.sources]
         t = x.shape[-1]
         return np.stack([sess.run(["log_prob"], {"x": np.ascontiguousarray(x[:, k : k + 1], dtype=np.float32),

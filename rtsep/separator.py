@@ -6,7 +6,6 @@ stem is s_k / N): they sum back to the input exactly, at the input's rate and ch
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -14,25 +13,17 @@ from typing import Callable
 import numpy as np
 
 from .audio import AtomicWriter, StreamResampler, info_audio, iter_blocks, resample
-from .card import read_card
+from .bundle import Bundle, models_dir, resolve_model
 from .engine import BlockEngine, BlockGeometry
 from .errors import AudioError, BundleError
 from .langevin import LangevinConfig
 
+__all__ = ["DEFAULT_MODEL", "MODELS_DIR", "BACKENDS", "RunConfig", "Separator", "resolve_model"]
+
 DEFAULT_MODEL = "music4"
-MODELS_DIR = Path(os.environ.get("RTSEP_MODELS", Path(__file__).resolve().parent.parent / "models"))
-
-
-def resolve_model(model: str | Path) -> Path:
-    """A model directory given as a path or as the name of a shipped model."""
-    path = Path(model)
-    if path.is_dir():
-        return path
-    shipped = MODELS_DIR / str(model)
-    if shipped.is_dir():
-        return shipped
-    have = ", ".join(sorted(p.name for p in MODELS_DIR.iterdir() if (p / "card.json").exists())) if MODELS_DIR.is_dir() else ""
-    raise BundleError(f"no model {str(model)!r} (shipped models: {have or 'none'})")
+MODELS_DIR = models_dir() or Path(__file__).resolve().parent / "models"
+"""Where installed models are looked up when this module is imported (see `rtsep.bundle.models_dir`)."""
+BACKENDS = ("auto", "onnx", "torch")
 
 
 @dataclass(frozen=True)
@@ -56,34 +47,39 @@ class Separator:
         self.engine = BlockEngine(backend, run.geometry, lcfg)
 
     @classmethod
-    def load(cls, model: str | Path = DEFAULT_MODEL, backend: str = "torch", steps: int | None = None,
+    def load(cls, model: str | Path | Bundle = DEFAULT_MODEL, backend: str = "auto", steps: int | None = None,
              samples: int = 1, seed: int = 0, geometry: BlockGeometry | None = None, provider: str = "auto",
-             threads: int | None = None, space: str | None = None) -> "Separator":
-        """Load a shipped model by name or a model directory; Langevin defaults come from its card
-        (`space`: "signal" or "mask" overrides the card's chain, see `rtsep.langevin`). A priors-only
-        set (no encoder, a card that sets a chain) separates with that chain from equal shares."""
-        model_dir = resolve_model(model)
-        card = read_card(model_dir)
-        has_encoder = "encoder" in card
-        if not has_encoder and not (card.get("langevin", {}).get("steps") if steps is None else steps):
-            raise BundleError(f"{model_dir} has no encoder, so it needs Langevin steps (its card's, or --steps K > 0): "
-                              "without them it would split the mixture equally")
-        if not has_encoder and backend != "torch":
-            raise BundleError(f"{model_dir} holds priors only, which run on the torch backend alone")
+             threads: int | None = None, space: str | None = None) -> Separator:
+        """Load an installed model by name, a model directory or a Bundle; Langevin defaults come from
+        its card (`space`: "signal" or "mask" overrides the card's chain, see `rtsep.langevin`).
+        `backend` "auto" is ONNX Runtime where the bundle has graphs (no torch imported), else torch.
+        A priors-only set (no encoder, a card that sets a chain) separates with that chain from equal
+        shares."""
+        bundle = Bundle.load(model)
+        if backend not in BACKENDS:
+            raise BundleError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
+        if backend == "auto":
+            backend = "onnx" if bundle.has_onnx else "torch"
+        if not bundle.has_encoder and not (bundle.langevin.steps if steps is None else steps):
+            raise BundleError(f"{bundle.path} has no encoder, so it needs Langevin steps (its card's, or --steps K "
+                              "> 0): without them it would split the mixture equally")
         if backend == "torch":
             from .backends import TorchBackend
 
-            be = TorchBackend(model_dir, threads=threads, encoder=has_encoder)
-        elif backend == "onnx":
+            be = TorchBackend(bundle, threads=threads, encoder=bundle.has_encoder)
+        else:
             from .onnx_backend import OnnxBackend
 
-            be = OnnxBackend(model_dir, provider=provider, threads=threads)
-        else:
-            raise BundleError(f"unknown backend {backend!r} (torch or onnx)")
-        lcfg = LangevinConfig.from_card(card, model_dir, **({"space": space} if space is not None else {}))
+            be = OnnxBackend(bundle, provider=provider, threads=threads)
+        lcfg = replace(bundle.langevin, space=space) if space is not None else bundle.langevin
         run = RunConfig(steps=lcfg.steps if steps is None else steps, samples=samples, seed=seed,
                         geometry=geometry or BlockGeometry(), langevin=lcfg)
         return cls(be, run)
+
+    @property
+    def bundle(self) -> Bundle | None:
+        """The model this separator runs (None for a hand-made backend)."""
+        return getattr(self.backend, "bundle", None)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -123,8 +119,8 @@ class Separator:
         spread = stems.std(axis=0)
         return mean.astype(np.float32), spread.astype(np.float32)
 
-    def separate_file(self, path: Path, out_dir: Path, fmt: str = "wav", progress: Callable[[int, int], None] | None = None,
-                      block_seconds: float = 10.0) -> list[Path]:
+    def separate_file(self, path: Path, out_dir: Path, fmt: str = "wav",
+                      progress: Callable[[int, int], None] | None = None, block_seconds: float = 10.0) -> list[Path]:
         """Stream a file of any length through the engine with bounded memory; write stems atomically.
 
         Writes OUT_DIR/<track>/<source>.<fmt> (and <source>.spread.<fmt> when samples > 1); nothing is

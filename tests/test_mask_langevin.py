@@ -11,7 +11,7 @@ import torch
 
 from rtsep.errors import BundleError
 from rtsep.langevin import LangevinConfig, numpy_step, refine, run_steps, scores_from_steps
-from rtsep.mask_langevin import NumpySTFT, mask_chain
+from rtsep.langevin.masks import NumpySTFT, mask_chain
 from rtsep.metrics import si_sdr
 from rtsep.nn.encoder import STFT
 
@@ -136,7 +136,7 @@ def test_relabelling_undoes_a_whole_swap_that_the_gradient_chain_keeps():
     run = run_steps(numpy_step(gauss))
 
     log_probs = gaussian_log_probs(spectra)
-    from rtsep.mask_langevin import best_labelling, cross_margins
+    from rtsep.langevin.labels import best_labelling, cross_margins
 
     assert best_labelling(swapped, log_probs, 0.01).tolist() == [[1, 0]]
     assert best_labelling(src[None], log_probs, 0.01).tolist() == [[0, 1]]
@@ -224,7 +224,7 @@ def three_tone_moves():
 
 
 def test_swap_moves_leave_a_swap_the_chain_keeps_and_pick_what_the_priors_rate_highest():
-    from rtsep.mask_langevin import swap_moves
+    from rtsep.langevin.moves import swap_moves
 
     src, mix, run, gauss, log_probs, asked, cfg = three_tone_moves()
     start = np.ascontiguousarray(src[None, [1, 0, 2]])  # the low and high tones each in the other's source
@@ -251,7 +251,7 @@ def test_swap_moves_leave_a_swap_the_chain_keeps_and_pick_what_the_priors_rate_h
 
 
 def test_spectral_regions_hold_one_partial_each_strongest_first():
-    from rtsep.mask_langevin import spectral_regions
+    from rtsep.langevin.moves import spectral_regions
 
     src, _ = three_tones()
     spec = NumpySTFT(1024, 256).forward(src.sum(axis=0, keepdims=True).astype(np.float64))
@@ -263,7 +263,7 @@ def test_spectral_regions_hold_one_partial_each_strongest_first():
 
 
 def test_band_moves_undo_a_blend_that_swap_moves_cannot():
-    from rtsep.mask_langevin import band_moves
+    from rtsep.langevin.moves import band_moves
 
     src, mix, run, gauss, log_probs, asked, cfg = three_tone_moves()
     # a blend, not a permutation: estimate 0 holds the high and mid tones, estimate 1 the low, estimate 2 nothing

@@ -13,29 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rtsep.card import read_card  # noqa: E402
+from rtsep.separation_eval import chain_flags  # noqa: E402
 
 
 def fmt_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def chain_flags(res: dict) -> str:
-    """The eval's chain as command-line flags: every setting it ran with, so the command repeats it
-    whatever the card's defaults are."""
-    lv = res.get("langevin") or {}
-    if not res["steps"] or "space" not in lv:
-        return ""
-    keys = ["space", "sigma_start", "sigma_end", "temperature"]
-    if lv["space"] == "mask":
-        lv = {"bands": 0, **lv}  # results from before the band moves ran without them
-        keys += ["mask_lr", "warm_start", "relabel_every", "polish", "chains", "swaps", "bands"]
-        keys += ["swap_steps", "swap_sigma"] if lv.get("swaps") or lv.get("bands") else []
-        keys += ["rate_sigma"] if lv.get("swaps") or lv.get("bands") or lv.get("chains", 1) > 1 else []
-        keys += ["band_weight"] if lv.get("band_weight") else []
-    fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return "".join(f" --{k.replace('_', '-')} {fmt(lv[k])}" for k in keys if k in lv)
 
 
 def render(model_dir: Path, card: dict, note: str = "") -> str:
