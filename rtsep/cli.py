@@ -577,12 +577,12 @@ def bench_cmd(
         write_json(json_out, records)
 
 
-# --- live audio: `rtsep devices`, `rtsep live` (rtsep/live.py) ---------------------------------
+# --- live audio: `rtsep devices`, `rtsep live` (rtsep/live/) -----------------------------------
 
 @app.command("devices")
 @one_line_errors
 def devices_cmd() -> None:
-    """List audio devices: index, name, host API, channels, default rate (> default in, < default out)."""
+    """List audio devices: index, name, host API, channels, native rate (> default in, < default out)."""
     from rich.table import Table
 
     from .live import list_devices
@@ -592,7 +592,7 @@ def devices_cmd() -> None:
         fail("PortAudio sees no audio devices", 5)
     t = Table(title="audio devices (> default input, < default output)", title_justify="left")
     for col, just in (("", "left"), ("index", "right"), ("name", "left"), ("host API", "left"), ("in", "right"),
-                      ("out", "right"), ("default rate", "right")):
+                      ("out", "right"), ("native rate", "right")):
         t.add_column(col, justify=just)
     for d in devs:
         mark = (">" if d["default_input"] else " ") + ("<" if d["default_output"] else " ")
@@ -625,6 +625,8 @@ def _live_panel(stats, title: str):
     bad = stats.overflows + stats.underflows + stats.late_blocks
     colour = "red" if bad else "green"
     t.add_row("", "", "")
+    if stats.route is not None:
+        t.add_row("route", stats.route.describe(), "")
     t.add_row("time", f"{stats.seconds:.1f} s, {stats.blocks} blocks", "")
     t.add_row("latency", f"{stats.latency} samples = {stats.latency_ms:.1f} ms "
               f"(+ device {1000 * sum(stats.device_latency_s):.1f} ms)", "")
@@ -640,17 +642,28 @@ def live_cmd(
     device: Optional[str] = typer.Option(None, help="Input device: index or name substring (default: system's)."),
     output_device: Optional[str] = typer.Option(None, help="Output device (default: the input device, else system's)."),
     channels: int = typer.Option(1, "--channels", min=1, help="Which input channel to separate (1-based, mono)."),
-    output_channel: int = typer.Option(1, min=1, help="First output channel; source k plays on channel FIRST+k."),
-    record: Optional[Path] = typer.Option(None, help="Also write DIR/<source>.wav (finalised on stop)."),
+    output_channel: int = typer.Option(1, min=1, help="Device output channel that carries route channel 1 (L)."),
+    route: Optional[str] = typer.Option(None, help="Sources to output channels, SOURCE=TARGETS[,...]: targets L, R, "
+                                        "C, a channel number from 1, joined by +, each with an optional :GAIN "
+                                        "(0.5 or -6dB), or mute; * names the other sources. E.g. 'drums=L,*=R', "
+                                        "'guitar=mute', 'bass=L:0.7+R:0.3'. Default: one source per channel when "
+                                        "the device has enough, else a stereo pan (first source L, last R)."),
+    solo: Optional[list[str]] = typer.Option(None, help="Play only this source (repeat for several)."),
+    rate: Optional[int] = typer.Option(None, min=8000, max=384000, help="Device sample rate in Hz (default: the "
+                                       "input device's native rate); audio is resampled to the model's rate and back."),
+    record: Optional[Path] = typer.Option(None, help="Also write DIR/<source>.wav at the device rate (finalised "
+                                          "on stop)."),
     overwrite: bool = typer.Option(False, help="Replace recordings that already exist."),
-    model: str = typer.Option("music4-live", help="Shipped model name or model directory (default: the live-size music4 set)."),
-    hop: int = typer.Option(512, min=16, help="Block hop in samples (latency = hop + lookahead + one callback block)."),
-    context: int = typer.Option(2048, min=0, help="Left context per block in samples."),
-    lookahead: int = typer.Option(512, min=0, help="Lookahead per block in samples."),
-    crossfade: int = typer.Option(256, min=0, help="Crossfade between blocks in samples (<= hop, lookahead)."),
+    model: str = typer.Option("music4", help="Installed model name or model directory."),
+    hop: int = typer.Option(512, min=16, help="Block hop in model samples (latency = hop + lookahead + resampling "
+                            "+ one callback block)."),
+    context: int = typer.Option(2048, min=0, help="Left context per block in model samples."),
+    lookahead: int = typer.Option(512, min=0, help="Lookahead per block in model samples."),
+    crossfade: int = typer.Option(256, min=0, help="Crossfade between blocks in model samples (<= hop, lookahead)."),
     steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps per block (default: the model card's)."),
     seconds: Optional[float] = typer.Option(None, min=0.1, help="Stop after this many seconds (default: Ctrl-C)."),
-    backend: str = typer.Option("torch", help="torch or onnx (ONNX Runtime)."),
+    backend: str = typer.Option("auto", help="auto (ONNX Runtime where the model has graphs, else torch), onnx or "
+                                "torch."),
     provider: str = typer.Option("auto", help="ONNX Runtime provider: auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, min=1, help="Compute threads (default: the runtime's)."),
     blocksize: int = typer.Option(0, min=0, help="Frames per audio callback; 0 lets the host choose (lowest latency)."),
@@ -658,7 +671,12 @@ def live_cmd(
     seed: int = typer.Option(0, help="Seed of the Langevin noise."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final counters and latency as JSON."),
 ) -> None:
-    """Separate a live input into one output channel per source, with level meters and xrun counters."""
+    """Separate a live input onto routed output channels, with level meters and xrun counters.
+
+    Ends on Ctrl-C, SIGTERM or --seconds. Exit 7 when the run could not keep up (after the first
+    second, more than 1% of blocks late or of output callbacks starved, or input lost), 5 when the
+    device fails or vanishes.
+    """
     import os
     import signal
     import threading
@@ -669,26 +687,29 @@ def live_cmd(
     from .bench import live_geometry
     from .card import read_card
     from .errors import DeviceError
-    from .live import LiveSession, find_device
+    from .live import LiveSession, find_device, parse_route
     from .separator import Separator, resolve_model
 
-    if backend not in ("torch", "onnx"):
-        fail(f"unknown backend {backend!r} (torch or onnx)")
+    if backend not in ("auto", "torch", "onnx"):
+        fail(f"unknown backend {backend!r} (auto, onnx or torch)")
     try:
         dev_latency: str | float = float(device_latency)
     except ValueError:
         if device_latency not in ("low", "high"):
             fail(f"--device-latency must be low, high or seconds, not {device_latency!r}")
         dev_latency = device_latency
-    # Devices first: a typo in a device name should not cost a model load.
+    # Devices and the route first: a typo in either should not cost a model load.
     in_dev = find_device(device, "input", channels)
     if output_device is not None:
-        find_device(output_device, "output", output_channel)
+        find_device(output_device, "output", 1)
     model_dir = resolve_model(model)
     enc_cfg = read_card(model_dir).get("encoder", {}).get("config", {})
+    sources = tuple(enc_cfg.get("sources", ()))
+    if sources:
+        parse_route(route, sources, len(sources), tuple(solo or ()))
     stride = int(enc_cfg.get("stride", 16))
     if record is not None and not overwrite:
-        for s in enc_cfg.get("sources", []):
+        for s in sources:
             if (record / f"{s}.wav").exists():
                 fail(f"{record / f'{s}.wav'} exists (use --overwrite)", 2)
     for name, value in (("hop", hop), ("context", context), ("lookahead", lookahead)):
@@ -700,9 +721,10 @@ def live_cmd(
     sep = Separator.load(model_dir, backend=backend, steps=steps, seed=seed, geometry=geometry, provider=provider,
                          threads=threads)
     session = LiveSession(sep, input_device=in_dev["index"], output_device=output_device, channel=channels,
-                          output_channel=output_channel, record_dir=record, blocksize=blocksize, seed=seed,
-                          device_latency=dev_latency, overwrite=overwrite)
-    title = f"rtsep live: {in_dev['name']} ch {channels} -> {session.out_dev['name']} @ {sep.sample_rate} Hz"
+                          output_channel=output_channel, route=route, solo=tuple(solo or ()), sample_rate=rate,
+                          record_dir=record, blocksize=blocksize, device_latency=dev_latency, overwrite=overwrite)
+    title = (f"rtsep live: {in_dev['name']} ch {channels} -> {session.out_dev['name']} @ {session.sample_rate} Hz"
+             + (f" (model {sep.sample_rate} Hz)" if session.sample_rate != sep.sample_rate else ""))
     error: Optional[BaseException] = None
     shown = False
     # Ctrl-C (or SIGTERM) is how a live session normally ends. It only sets a flag that the loop
@@ -745,9 +767,19 @@ def live_cmd(
         except BaseException as exc:
             error = exc
     if error is None:
-        out.print(f"live: {st.seconds:.1f} s, {st.blocks} blocks, latency {st.latency} samples "
-                  f"({st.latency_ms:.1f} ms), overflows {st.overflows}, underflows {st.underflows}, "
-                  f"late blocks {st.late_blocks}" + (f", recorded to {record}" if record else ""), soft_wrap=True)
+        out.print(f"live: {st.seconds:.1f} s, {st.blocks} blocks at {st.sample_rate} Hz, latency {st.latency} "
+                  f"samples ({st.latency_ms:.1f} ms: algorithmic {st.algorithmic_latency} at "
+                  f"{st.model_sample_rate} Hz, resampling {st.resampler_latency}, callback {st.block_frames}), "
+                  f"overflows {st.overflows}, underflows {st.underflows}, late blocks {st.late_blocks}"
+                  + (f", recorded to {record}" if record else ""), soft_wrap=True)
+        if not st.kept_up:
+            hints = []
+            if "onnx" not in type(sep.backend).__module__:
+                hints.append("--backend onnx (faster)")
+            if sep.run.steps:
+                hints.append(f"a smaller --steps (now {sep.run.steps})")
+            hints.append(f"a larger --hop (now {hop})")
+            fail(f"could not keep up: {st.health()}; try " + " or ".join(hints), 7)
     elif session.stream_abandoned and isinstance(error, DeviceError):
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
     else:

@@ -16,10 +16,14 @@ RTSEP_CLIENT = "PortAudio"  # the JACK client name of rtsep's process (PortAudio
 
 
 class JackServer:
-    """`jackd -d dummy` at `rate` Hz; processes started with `env` talk to it and import this repo."""
+    """`jackd -d dummy` at `rate` Hz, `period` frames a cycle, with `capture` in / `playback` out system
+    ports; processes started with `env` talk to it and import this repo."""
 
-    def __init__(self, name: str, log: Path, rate: int = 16000, own_session: bool = False) -> None:
+    def __init__(self, name: str, log: Path, rate: int = 16000, own_session: bool = False, capture: int = 2,
+                 playback: int = 4, period: int = PERIOD) -> None:
         self.name = name
+        self.rate = rate
+        self.period = period
         self.log_path = log
         self.env = {**os.environ, "JACK_NO_START_SERVER": "1", "JACK_DEFAULT_SERVER": name,
                     "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -27,7 +31,7 @@ class JackServer:
         # Long options before -d: after it the letters mean the dummy driver's options. `own_session`
         # keeps a terminal's Ctrl-C from reaching jackd, so the caller can stop things in order.
         self.proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "--port-max", "128", "-d", "dummy",
-                                      "-r", str(rate), "-p", str(PERIOD), "-C", "2", "-P", "4"],
+                                      "-r", str(rate), "-p", str(period), "-C", str(capture), "-P", str(playback)],
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=own_session)
         try:

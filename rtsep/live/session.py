@@ -1,19 +1,31 @@
-"""Live separation from an audio input to one output channel per source (``rtsep live``).
+"""Live separation from an audio input to routed output channels (``rtsep live``).
 
 Audio-thread discipline (STYLE.md pattern 12): the PortAudio callback only copies the selected
 input channel into a bounded queue and copies ready output from another bounded queue; a worker
-thread runs the block engine. Nothing in the callback allocates a model, waits or computes.
+thread resamples, runs the Separator's block engine and routes. Nothing in the callback
+allocates a model, waits or computes.
 
-Timing, in samples at the model's rate. Input sample ``i`` (counted from the stream's start) is
-played at output position ``i + delay``, where ``delay = hop + lookahead + block``: the engine's
-algorithmic latency plus one callback block, which gives the worker a full hop of wall time per
-block. Alignment is kept by sample index, not by queue order: a block that is not ready when its
-output is due is played as silence (an underflow), dropped when it arrives (a late block), and
-the next blocks still play at the same delay. Input chunks lost to a full queue are replaced by
-silence, so a dropped chunk never shifts later output either.
+Rates: the device runs at its own rate (its native one, or ``--rate``); the worker resamples the
+input to the model's rate and the stems back with kept soxr streams (rtsep.audio.StreamResampler),
+so the chain is the one `rtsep file` runs, fed in callback-sized pieces.
 
-Output channels carry each source's contribution to the input (``s_k / N``, projected so that
-the channels sum to the input exactly), the same stems ``rtsep file`` writes.
+Timing, in samples at the device's rate. Input sample ``i`` (counted from the stream's start) is
+played at output position ``i + delay``, where ``delay = lead + block``: ``lead`` is the most input
+the chain (down-resampler, engine, up-resampler) ever needs beyond a sample before it can emit it,
+computed once by running the same chain's sample counts on silence (:func:`processing_lead`), i.e.
+the algorithmic latency ``hop + lookahead`` plus the resamplers' filter delay; one callback block
+on top gives the worker a callback period of wall time for each block. Alignment is kept by sample
+index, not by queue order: output not ready when due is played as silence (an underflow), dropped
+when it arrives (a late block), and later output still plays at the same delay. Input chunks lost
+to a full queue are replaced by silence, so a dropped chunk never shifts later output either.
+
+Stems are each source's contribution to the input (``s_k / N``, projected so that they sum to the
+input exactly), as ``rtsep file`` writes them; a :class:`~rtsep.live.routing.Route` mixes them onto
+the output channels.
+
+Health: a run *kept up* when, after the first ``warmup_seconds``, at most 1% of the emitted blocks
+were late, at most 1% of the output callbacks found no block ready for reasons other than the
+device's own xrun flags, and no input was lost to a full queue (see :attr:`LiveStats.kept_up`).
 """
 
 from __future__ import annotations
@@ -28,114 +40,20 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AtomicWriter
-from .errors import AudioError, DeviceError
+from ..audio import AtomicWriter, StreamResampler
+from ..engine import BlockGeometry
+from ..errors import AudioError, DeviceError
+from .devices import _sd, check_rate, find_device, label, native_rate, short_error
+from .routing import Route, parse_route
 
-__all__ = ["LiveSession", "LiveStats", "find_device", "list_devices"]
+__all__ = ["LATE_FRACTION", "LiveSession", "LiveStats", "processing_lead", "project", "rms_db"]
 
-KINDS = ("input", "output")
+LATE_FRACTION = 0.01
+"""A run that, after warm-up, had more than this fraction of late blocks or of starved output callbacks
+did not keep up."""
 
-
-def _sd():
-    """sounddevice, imported on demand: importing it starts PortAudio and enumerates devices."""
-    try:
-        import sounddevice as sd
-    except OSError as exc:  # the PortAudio shared library is missing
-        raise DeviceError(f"PortAudio is not available ({exc}); install libportaudio2") from None
-    return sd
-
-
-def list_devices() -> list[dict[str, Any]]:
-    """Every PortAudio device: index, name, hostapi, max in/out channels, default rate, defaults."""
-    sd = _sd()
-    apis = sd.query_hostapis()
-    default_in, default_out = _defaults(sd)
-    out = []
-    for dev in sd.query_devices():
-        api = apis[dev["hostapi"]]
-        out.append({
-            "index": int(dev["index"]),
-            "name": dev["name"],
-            "hostapi": api["name"],
-            "inputs": int(dev["max_input_channels"]),
-            "outputs": int(dev["max_output_channels"]),
-            "default_samplerate": float(dev["default_samplerate"]),
-            "default_input": int(dev["index"]) == default_in,
-            "default_output": int(dev["index"]) == default_out,
-            "hostapi_default_input": int(dev["index"]) == api.get("default_input_device", -1),
-            "hostapi_default_output": int(dev["index"]) == api.get("default_output_device", -1),
-        })
-    return out
-
-
-def _defaults(sd) -> tuple[int, int]:
-    """(default input index, default output index), -1 where there is none."""
-    res = []
-    for kind in KINDS:
-        try:
-            res.append(int(sd.query_devices(kind=kind)["index"]))
-        except Exception:  # PortAudioError: no default device of this kind
-            res.append(-1)
-    return res[0], res[1]
-
-
-def _channels(dev: dict[str, Any], kind: str) -> int:
-    return int(dev["inputs" if kind == "input" else "outputs"])
-
-
-def _label(dev: dict[str, Any]) -> str:
-    return f"{dev['index']} {dev['name']!r} ({dev['hostapi']})"
-
-
-def find_device(spec: int | str | None, kind: str, channels: int = 1) -> dict[str, Any]:
-    """Resolve a device by index, by case-insensitive substring of 'name, host API', or the default.
-
-    Returns the device's entry from :func:`list_devices`. Raises DeviceError (one line) when no
-    device matches, when several match equally well, or when the match has fewer than `channels`
-    channels of `kind` ('input' or 'output').
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be 'input' or 'output', not {kind!r}")
-    devices = list_devices()
-    if not devices:
-        raise DeviceError("PortAudio sees no audio devices")
-    usable = [d for d in devices if _channels(d, kind) > 0]
-    have = ", ".join(_label(d) for d in usable) or "none"
-    if spec is None or (isinstance(spec, str) and spec.strip() == ""):
-        match = [d for d in devices if d[f"default_{kind}"]]
-        if not match:
-            raise DeviceError(f"no default {kind} device; choose one of: {have}")
-        dev = match[0]
-    elif isinstance(spec, int) or str(spec).strip().lstrip("-").isdigit():
-        idx = int(spec)
-        match = [d for d in devices if d["index"] == idx]
-        if not match:
-            raise DeviceError(f"no audio device with index {idx}; {kind} devices: {have}")
-        dev = match[0]
-    else:
-        key = str(spec).strip().lower()
-        exact = [d for d in usable if d["name"].lower() == key]
-        sub = [d for d in usable if key in f"{d['name']}, {d['hostapi']}".lower()]
-        match = exact or sub
-        if not match:
-            if any(key in f"{d['name']}, {d['hostapi']}".lower() for d in devices):
-                raise DeviceError(f"{kind} device {spec!r} has no {kind} channels; {kind} devices: {have}")
-            raise DeviceError(f"no {kind} device matching {spec!r}; {kind} devices: {have}")
-        if len(match) > 1:  # prefer the system's default host API, then a host API's own default device
-            default_api = next((d["hostapi"] for d in devices if d[f"default_{kind}"]), None)
-            for prefer in ([d for d in match if d["hostapi"] == default_api],
-                           [d for d in match if d[f"hostapi_default_{kind}"]]):
-                if len(prefer) == 1:
-                    match = prefer
-                    break
-            else:
-                names = ", ".join(_label(d) for d in match)
-                raise DeviceError(f"{kind} device {spec!r} is ambiguous: {names}; give an index")
-        dev = match[0]
-    if _channels(dev, kind) < channels:
-        raise DeviceError(f"{kind} device {_label(dev)} has {_channels(dev, kind)} {kind} channel(s), "
-                          f"{channels} needed")
-    return dev
+_LEAD_FRAMES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+"""Callback sizes whose lead is computed before the stream opens (the host picks one when blocksize=0)."""
 
 
 def rms_db(x: np.ndarray) -> float:
@@ -146,12 +64,47 @@ def rms_db(x: np.ndarray) -> float:
     return 20.0 * math.log10(rms) if rms > 1e-10 else -math.inf
 
 
+def project(stems: np.ndarray, mix: np.ndarray) -> np.ndarray:
+    """stems (N, m) -> stems + (mix - sum) / N: the nearest stems (least squares) that sum to mix (m,)."""
+    n = stems.shape[0]
+    return (stems + (mix - stems.sum(axis=0)) / n).astype(np.float32)
+
+
+def processing_lead(geometry: BlockGeometry, model_rate: int, device_rate: int, frames: int,
+                    seconds: float = 3.0) -> int:
+    """Most device samples of input the chain needs past an output sample's index before it emits it.
+
+    Runs the live worker's sample counts (chunks of `frames` zeros through the same soxr streams;
+    the engine emits `hop` samples once a block's lookahead has arrived) for `seconds` or 40 hops,
+    whichever is longer: the rate ratio and the chunking repeat well within that.
+    """
+    g = geometry
+    down = StreamResampler(device_rate, model_rate, 1)
+    up = StreamResampler(model_rate, device_rate, 1)
+    zeros = np.zeros((1, frames), np.float32)
+    total = max(int(seconds * device_rate), 40 * g.hop * device_rate // model_rate)
+    fed = fed_model = ready_model = out = lead = 0
+    while fed < total:
+        fed += frames
+        fed_model += down.process(zeros).shape[1]
+        ready = g.hop * max(0, (fed_model - g.lookahead) // g.hop)
+        if ready > ready_model:
+            got = up.process(np.zeros((1, ready - ready_model), np.float32)).shape[1]
+            ready_model = ready
+            if got:
+                lead = max(lead, fed - out)
+                out += got
+    return lead
+
+
 @dataclass
 class LiveStats:
-    """A snapshot for the UI and for scripts. Latencies are in samples at `sample_rate`."""
+    """A snapshot for the UI and for scripts. Latencies are in samples at the device's `sample_rate`."""
 
     sample_rate: int
+    model_sample_rate: int
     sources: tuple[str, ...]
+    route: Route | None = None
     running: bool = False
     seconds: float = 0.0
     blocks: int = 0
@@ -164,43 +117,79 @@ class LiveStats:
     block_frames: int = 0
     latency: int = 0
     algorithmic_latency: int = 0
+    resampler_latency: int = 0
     device_latency_s: tuple[float, float] = (0.0, 0.0)
     load: float = 0.0
     input_db: float = -math.inf
     levels_db: tuple[float, ...] = field(default_factory=tuple)
     recorded: int = 0
+    discarded: int = 0
+    """Input samples still queued when the drain after stop ran out of time (a run far behind), not recorded."""
+    warmup_seconds: float = 1.0
+    after_warmup: dict[str, int] | None = None
+    """Counters since warm-up ended (blocks, late_blocks, callbacks, underflows, overflows, compute-caused
+    parts); None while warming up."""
 
     @property
     def latency_ms(self) -> float:
         return 1000.0 * self.latency / self.sample_rate
+
+    @property
+    def kept_up(self) -> bool:
+        """False when, after warm-up, > LATE_FRACTION of blocks were late or of output callbacks starved by
+        the worker, or any input was lost to a full queue (the device's own xrun flags do not count)."""
+        w = self.after_warmup
+        if not w:
+            return True
+        return (w["late_blocks"] <= LATE_FRACTION * max(1, w["blocks"])
+                and w["compute_underflows"] <= LATE_FRACTION * max(1, w["callbacks"])
+                and w["compute_overflows"] == 0)
+
+    def health(self) -> str:
+        """'' when the run kept up, else why not (one clause)."""
+        if self.kept_up:
+            return ""
+        w = self.after_warmup or {}
+        return (f"{w['late_blocks']} of {w['blocks']} blocks late, {w['compute_underflows']} of {w['callbacks']} "
+                f"output callbacks starved, {w['compute_overflows']} input chunks lost after the first "
+                f"{self.warmup_seconds:g} s (load {self.load:.2f} x real time)")
 
     def to_dict(self) -> dict[str, Any]:
         def num(v: float) -> float | None:
             return None if not math.isfinite(v) else round(v, 3)
 
         return {
-            "sample_rate": self.sample_rate, "sources": list(self.sources), "seconds": round(self.seconds, 3),
+            "sample_rate": self.sample_rate, "model_sample_rate": self.model_sample_rate,
+            "sources": list(self.sources), "route": self.route.to_dict() if self.route is not None else None,
+            "seconds": round(self.seconds, 3),
             "blocks": self.blocks, "overflows": self.overflows, "underflows": self.underflows,
             "late_blocks": self.late_blocks, "device_overflows": self.device_overflows,
             "device_underflows": self.device_underflows, "callbacks": self.callbacks, "block_frames": self.block_frames,
             "latency_samples": self.latency, "latency_ms": round(self.latency_ms, 3),
             "algorithmic_latency_samples": self.algorithmic_latency,
+            "resampler_latency_samples": self.resampler_latency,
             "device_latency_ms": [round(1000 * x, 3) for x in self.device_latency_s],
             "load": round(self.load, 4), "input_db": num(self.input_db),
             "levels_db": {s: num(v) for s, v in zip(self.sources, self.levels_db)}, "recorded_samples": self.recorded,
+            "discarded_samples": self.discarded,
+            "warmup_seconds": self.warmup_seconds, "after_warmup": self.after_warmup, "kept_up": self.kept_up,
         }
 
 
 class LiveSession:
-    """Separate a live input into one output channel per source, optionally recording each source.
+    """Separate a live input onto routed output channels, optionally recording each source.
 
-    separator: a loaded :class:`~rtsep.separator.Separator` (its engine, sources, sample rate).
+    separator: a loaded :class:`~rtsep.separator.Separator`; its engine, sources, rate and seed are used.
     input_device / output_device: index, name substring or None (system default; the output
-    defaults to the input device when it has enough output channels).
-    channel: 1-based input channel to separate (mono). output_channel: 1-based first output
-    channel; source k goes to output_channel + k.
-    record_dir: write RECORD_DIR/<source>.wav (float, the stems summing to the input), complete
-    files or none, finalised by stop() whatever ended the session.
+    defaults to the input device when it has output channels).
+    channel: 1-based input channel to separate (mono). output_channel: 1-based device channel that
+    carries route channel 1. route / solo: see :mod:`rtsep.live.routing` (default: one source per
+    channel when the device has enough, else a stereo pan).
+    sample_rate: the device's rate (default: the input device's native rate); the model's rate is
+    reached by resampling.
+    record_dir: write RECORD_DIR/<source>.wav at the device's rate (float, the stems summing to the
+    input), complete files or none, finalised by stop() whatever ended the session. stop() drains the
+    queued input for at most `drain_seconds` and drops the rest (counted as `discarded`).
     blocksize: frames per callback; 0 lets the host choose (adds no buffering of its own).
 
     Use: ``start()``, then call ``poll()`` regularly (it raises DeviceError when the device
@@ -208,9 +197,10 @@ class LiveSession:
     """
 
     def __init__(self, separator, input_device: int | str | None = None, output_device: int | str | None = None,
-                 channel: int = 1, output_channel: int = 1, record_dir: Path | None = None, blocksize: int = 0,
-                 seed: int = 0, device_latency: str | float = "low", overwrite: bool = False,
-                 queue_seconds: float = 2.0) -> None:
+                 channel: int = 1, output_channel: int = 1, route: str | None = None, solo: tuple[str, ...] = (),
+                 sample_rate: int | None = None, record_dir: Path | None = None, blocksize: int = 0,
+                 device_latency: str | float = "low", overwrite: bool = False, queue_seconds: float = 2.0,
+                 warmup_seconds: float = 1.0, drain_seconds: float = 2.0) -> None:
         if channel < 1:
             raise DeviceError(f"input channel must be 1 or more, not {channel}")
         if output_channel < 1:
@@ -221,47 +211,69 @@ class LiveSession:
         self.engine = separator.engine
         self.sources = tuple(separator.sources)
         self.n = len(self.sources)
-        self.sample_rate = int(separator.sample_rate)
+        self.model_rate = int(separator.sample_rate)
+        self.seed = int(getattr(getattr(separator, "run", None), "seed", 0))
         self.channel = channel
         self.output_channel = output_channel
         self.blocksize = int(blocksize)
-        self.seed = seed
         self.device_latency = device_latency
+        self.warmup_seconds = float(warmup_seconds)
+        self.drain_seconds = float(drain_seconds)
         self.in_dev = find_device(input_device, "input", channel)
         out_spec = output_device
-        if out_spec is None and self.in_dev["outputs"] >= output_channel - 1 + self.n:
+        if out_spec is None and self.in_dev["outputs"] >= output_channel:
             out_spec = self.in_dev["index"]
-        self.out_dev = find_device(out_spec, "output", output_channel - 1 + self.n)
-        self._check_rate()
+        self.out_dev = find_device(out_spec, "output", 1)
+        have = int(self.out_dev["outputs"])
+        available = have - (output_channel - 1)
+        if available < 1:
+            raise DeviceError(f"output device {label(self.out_dev)} has {have} output channel(s): "
+                              f"--output-channel {output_channel} is past its last")
+        self.route = parse_route(route, self.sources, available, solo)
+        self.out_channels = output_channel - 1 + self.route.channels
+        if self.out_channels > have:
+            raise DeviceError(f"output device {label(self.out_dev)} has {have} output channel(s); the route needs "
+                              f"{self.route.channels} from --output-channel {output_channel} "
+                              f"(channels {output_channel}-{self.out_channels})")
+        self.sample_rate = int(sample_rate) if sample_rate else native_rate(self.in_dev)
+        if self.sample_rate <= 0:
+            raise DeviceError(f"sample rate must be positive, not {self.sample_rate}")
+        check_rate(self.in_dev, "input", channel, self.sample_rate)
+        check_rate(self.out_dev, "output", self.out_channels, self.sample_rate)
         self.record_dir = Path(record_dir) if record_dir is not None else None
         if self.record_dir is not None and not overwrite:
             for s in self.sources:
                 if (self.record_dir / f"{s}.wav").exists():
                     raise AudioError(f"{self.record_dir / f'{s}.wav'} exists (use --overwrite)")
         g = self.engine.geometry
-        self.algorithmic_latency = g.latency
+        self.algorithmic_latency = g.latency  # model samples
+        self._alg_device = int(round(g.latency * self.sample_rate / self.model_rate))
         # Bounded queues: about `queue_seconds` of audio in callback-sized chunks each way.
         chunk = self.blocksize or 256
         self._in_q: queue.Queue = queue.Queue(maxsize=max(8, int(queue_seconds * self.sample_rate / chunk)))
-        self._out_q: queue.Queue = queue.Queue(maxsize=max(8, int(queue_seconds * self.sample_rate / g.hop)))
+        self._out_q: queue.Queue = queue.Queue(maxsize=max(8, int(queue_seconds * self.model_rate / g.hop)))
         # Counters: each is written by one thread only (callback or worker).
         self._overflows = 0  # input lost: PortAudio's input-overflow flag or a full input queue
         self._underflows = 0  # output missing: PortAudio's output-underflow flag or no block ready in time
         self._device_overflows = 0  # the PortAudio-flagged part of each (host xruns, not the worker)
         self._device_underflows = 0
         self._late = 0
-        self._blocks = 0
+        self._chunks = 0  # output chunks emitted (one per engine block, give or take the resampler)
         self._callbacks = 0
         self._in_pos = 0   # input frames seen by the callback
         self._out_pos = 0  # output frames written by the callback
+        self._leads: dict[int, int] = {}
+        self._lead = 0
         self._delay: int | None = None
         self._block_frames = self.blocksize
-        self._cur: tuple[int, np.ndarray] | None = None  # output chunk being played: (start index, (N, m))
+        self._cur: tuple[int, np.ndarray] | None = None  # output chunk being played: (start index, (C, m))
         self._last_callback = 0.0
         self._levels = [-math.inf] * self.n
         self._input_db = -math.inf
         self._load = 0.0
         self._recorded = 0
+        self._discarded = 0  # input samples dropped at stop, unprocessed (see drain_seconds)
+        self._warm: dict[str, int] | None = None  # counters when warm-up ended
         self._writers: list[AtomicWriter] = []
         self._streams: list = []
         self._worker: threading.Thread | None = None
@@ -279,40 +291,38 @@ class LiveSession:
 
     # -- setup -------------------------------------------------------------------------------------
 
-    def _check_rate(self) -> None:
-        sd = _sd()
-        try:
-            sd.check_input_settings(device=self.in_dev["index"], channels=self.channel, dtype="float32",
-                                    samplerate=self.sample_rate)
-        except Exception as exc:
-            raise DeviceError(f"input device {_label(self.in_dev)} cannot record {self.channel} channel(s) at "
-                              f"{self.sample_rate} Hz ({_short(exc)})") from None
-        try:
-            sd.check_output_settings(device=self.out_dev["index"], channels=self.output_channel - 1 + self.n,
-                                     dtype="float32", samplerate=self.sample_rate)
-        except Exception as exc:
-            raise DeviceError(f"output device {_label(self.out_dev)} cannot play "
-                              f"{self.output_channel - 1 + self.n} channel(s) at {self.sample_rate} Hz "
-                              f"({_short(exc)})") from None
-
     def warm_up(self) -> None:
         """Run one block through the engine on a throwaway stream (lazy allocations, kernel choice)."""
         g = self.engine.geometry
         st = self.engine.new_stream(1, seed=self.seed)
         self.engine.process(st, np.zeros((1, g.context + g.hop + g.lookahead), np.float32))
 
+    def _lead_for(self, frames: int) -> int:
+        lead = self._leads.get(frames)
+        if lead is None:  # a callback size not computed ahead: bound it by the next computed one
+            lead = self._lead_bound + frames
+        return lead
+
     def start(self) -> None:
         """Warm up, open the recordings and the stream, start the worker. Raises DeviceError."""
         if self._started_at is not None:
             raise RuntimeError("a LiveSession starts once")
         self.warm_up()
+        g, sr, msr = self.engine.geometry, self.sample_rate, self.model_rate
+        for f in ((self.blocksize,) if self.blocksize else _LEAD_FRAMES):
+            self._leads[f] = processing_lead(g, msr, sr, f)
+        self._lead_bound = max(self._leads.values())
         self.state = self.engine.new_stream(1, seed=self.seed)
-        self._pending_in: list[np.ndarray] = []  # input fed to the engine, not yet matched by output
+        self._down = StreamResampler(sr, msr, 1)
+        self._up = StreamResampler(msr, sr, self.n)
+        self._pending_in: list[np.ndarray] = []  # device-rate input fed, not yet matched by output
+        self._pending_out: list[np.ndarray] = []  # device-rate stems (N, m) not yet matched by input
         self._fed = 0
+        self._fed_model = 0
         self._emitted = 0
         if self.record_dir is not None:
             for s in self.sources:
-                w = AtomicWriter(self.record_dir / f"{s}.wav", self.sample_rate, 1, "wav")
+                w = AtomicWriter(self.record_dir / f"{s}.wav", sr, 1, "wav")
                 try:
                     w.__enter__()
                 except BaseException:
@@ -333,15 +343,15 @@ class LiveSession:
         sd = _sd()
         self._abort = sd.CallbackAbort
         in_idx, out_idx = self.in_dev["index"], self.out_dev["index"]
-        out_ch = self.output_channel - 1 + self.n
         kw = dict(samplerate=self.sample_rate, blocksize=self.blocksize, dtype="float32", latency=self.device_latency)
         try:
             if self.in_dev["hostapi"] == self.out_dev["hostapi"]:
-                self._streams = [sd.Stream(device=(in_idx, out_idx), channels=(self.channel, out_ch),
+                self._streams = [sd.Stream(device=(in_idx, out_idx), channels=(self.channel, self.out_channels),
                                            callback=self._duplex_callback, **kw)]
             else:  # PortAudio cannot open one duplex stream across host APIs
                 self._streams = [sd.InputStream(device=in_idx, channels=self.channel, callback=self._in_callback, **kw),
-                                 sd.OutputStream(device=out_idx, channels=out_ch, callback=self._out_callback, **kw)]
+                                 sd.OutputStream(device=out_idx, channels=self.out_channels,
+                                                 callback=self._out_callback, **kw)]
             for s in self._streams:
                 s.start()
         except Exception as exc:
@@ -351,8 +361,8 @@ class LiveSession:
                 except Exception:
                     pass
             self._streams = []
-            raise DeviceError(f"cannot start audio on {_label(self.in_dev)} -> {_label(self.out_dev)} "
-                              f"({_short(exc)})") from None
+            raise DeviceError(f"cannot start audio on {label(self.in_dev)} -> {label(self.out_dev)} "
+                              f"at {self.sample_rate} Hz ({short_error(exc)})") from None
 
     # -- audio thread ------------------------------------------------------------------------------
 
@@ -397,12 +407,14 @@ class LiveSession:
             self._device_underflows += 1
         if self._delay is None:
             self._block_frames = self.blocksize or frames
-            self._delay = self.algorithmic_latency + self._block_frames
+            self._lead = self._lead_for(self._block_frames)
+            self._delay = self._lead + self._block_frames
         outdata.fill(0)
-        a = self._out_pos - self._delay  # engine sample index due at outdata[0]
+        a = self._out_pos - self._delay  # device-rate output index due at outdata[0]
         b = a + frames
         self._out_pos += frames
         first = self.output_channel - 1
+        c = self.route.channels
         filled = max(a, 0)  # indices below 0 are the initial delay: silence by design
         missing = False
         while filled < b:
@@ -422,7 +434,7 @@ class LiveSession:
                 continue
             take = min(end, b) - filled
             src = chunk[:, filled - start : filled - start + take]
-            outdata[filled - a : filled - a + take, first : first + self.n] = src.T
+            outdata[filled - a : filled - a + take, first : first + c] = src.T
             filled += take
             if filled >= end:
                 self._cur = None
@@ -433,7 +445,13 @@ class LiveSession:
 
     def _work(self) -> None:
         try:
+            deadline = None
             while True:
+                if self._stop_worker.is_set():  # drain what was queued, but only for `drain_seconds`
+                    deadline = deadline or time.monotonic() + self.drain_seconds
+                    if time.monotonic() > deadline:
+                        self._discard_backlog()
+                        break
                 try:
                     pos, x = self._in_q.get(timeout=0.02)
                 except queue.Empty:
@@ -445,50 +463,72 @@ class LiveSession:
                 self._feed(x)
             # Drain: emit the last lookahead for the recordings (the stream has stopped by now).
             if self._fed:
-                self._emit(self.engine.flush(self.state, self._fed))
+                self._feed(np.zeros(0, np.float32), last=True)
             self._close_writers(discard=False)
         except BaseException as exc:  # reported by poll()/stop(); the stream keeps playing silence
             self._error = exc
             self._close_writers(discard=isinstance(exc, AudioError))
 
-    def _feed(self, x: np.ndarray) -> None:
+    def _discard_backlog(self) -> None:
+        """Drop input still queued when the drain time ran out (a run far behind real time)."""
+        while True:
+            try:
+                _, x = self._in_q.get_nowait()
+            except queue.Empty:
+                return
+            self._discarded += x.shape[0]
+
+    def _feed(self, x: np.ndarray, last: bool = False) -> None:
+        """Device-rate input x (n,) -> model rate -> engine -> stems back at the device rate -> emit."""
         self._pending_in.append(x)
         self._fed += x.shape[0]
         t0 = time.perf_counter()
-        est = self.engine.process(self.state, x[None])
-        if est.shape[-1]:
-            dt = time.perf_counter() - t0
-            rtf = dt * self.sample_rate / est.shape[-1]
-            self._load = rtf if self._blocks == 0 else 0.9 * self._load + 0.1 * rtf
-            self._emit(est)
-
-    def _emit(self, est: np.ndarray) -> None:
-        """est (1, 1, N, m) at engine indices [emitted, emitted + m): stems summing to the input."""
+        xm = self._down.process(x[None], last=last)
+        self._fed_model += xm.shape[1]
+        est = self.engine.process(self.state, xm)
+        if last:
+            est = np.concatenate([est, self.engine.flush(self.state, self._fed_model)], axis=-1)
         m = est.shape[-1]
+        if m or last:
+            stems = self._up.process(est[0, 0] / self.n, last=last)  # (N, m'), the chain's one up-resampler
+            if m:
+                dt = time.perf_counter() - t0
+                rtf = dt * self.model_rate / m
+                self._load = rtf if self._chunks == 0 else 0.9 * self._load + 0.1 * rtf
+            self._pending_out.append(stems)
+            self._emit(last)
+
+    def _emit(self, last: bool) -> None:
+        """Match resampled stems with the input they belong to, project them onto it, route and queue."""
+        out = np.concatenate(self._pending_out, axis=1)
+        mix = np.concatenate(self._pending_in) if self._pending_in else np.zeros(0, np.float32)
+        if last:  # the resampled total may differ from the input's by a sample or two: pad or trim
+            m = mix.shape[0]
+            if out.shape[1] < m:
+                out = np.pad(out, ((0, 0), (0, m - out.shape[1])))
+        else:
+            m = min(out.shape[1], mix.shape[0])
+        self._pending_out = [out[:, m:]] if out.shape[1] > m and not last else []
+        self._pending_in = [mix[m:]] if mix.shape[0] > m else []
         if m == 0:
             return
-        stems = est[0, 0] / self.n
-        mix = np.concatenate(self._pending_in)
-        self._pending_in = [mix[m:]] if mix.shape[0] > m else []
-        mix = mix[:m]
-        if mix.shape[0] < m:  # flush pads past the input with silence
-            mix = np.pad(mix, (0, m - mix.shape[0]))
-        stems = (stems + (mix - stems.sum(axis=0)) / self.n).astype(np.float32)
+        stems = project(out[:, :m], mix[:m])
         start = self._emitted
         self._emitted += m
-        self._blocks += m // self.engine.geometry.hop
-        if not self._stopping:
+        if not self._stopping:  # output due for playback (not the drain after the stream stopped)
+            self._chunks += 1
+            routed = self.route.apply(stems)
             if self._delay is not None and start + self._delay < self._out_pos:
                 self._late += 1  # its first sample was due before it was ready
             try:
-                self._out_q.put_nowait((start, stems))
+                self._out_q.put_nowait((start, routed))
             except queue.Full:
                 self._late += 1
         for k, w in enumerate(self._writers):
             w.write(stems[k : k + 1])
         self._recorded += m
         self._levels = [rms_db(s) for s in stems]
-        self._input_db = rms_db(mix)
+        self._input_db = rms_db(mix[:m])
 
     def _close_writers(self, discard: bool) -> None:
         writers, self._writers = self._writers, []
@@ -508,8 +548,16 @@ class LiveSession:
 
     @property
     def delay(self) -> int:
-        """Samples from the callback's input to its output: algorithmic latency + one callback block."""
-        return self._delay if self._delay is not None else self.algorithmic_latency + self.blocksize
+        """Device samples from the callback's input to its output: the chain's lead + one callback block."""
+        if self._delay is not None:
+            return self._delay
+        return self._lead_for(self.blocksize or 256) + (self.blocksize or 256) if self._leads else 0
+
+    def _counters(self) -> dict[str, int]:
+        return {"blocks": self._chunks, "late_blocks": self._late, "callbacks": self._callbacks,
+                "underflows": self._underflows, "overflows": self._overflows,
+                "compute_underflows": self._underflows - self._device_underflows,
+                "compute_overflows": self._overflows - self._device_overflows}
 
     def poll(self) -> None:
         """Raise DeviceError if the device stopped or vanished; re-raise a worker failure."""
@@ -519,18 +567,20 @@ class LiveSession:
             raise self._error
         if self._started_at is None or self._stopping:
             return
+        if self._warm is None and time.monotonic() - self._started_at >= self.warmup_seconds:
+            self._warm = self._counters()
         dead = None
         try:
             if not all(s.active for s in self._streams):
                 dead = "stopped"
         except Exception as exc:
-            dead = f"failed ({_short(exc)})"
+            dead = f"failed ({short_error(exc)})"
         # The stream object may still look active while no callbacks come (a server that died).
         silent_for = time.monotonic() - self._last_callback
         if dead is None and silent_for > max(2.0, 20 * (self._block_frames or 1024) / self.sample_rate):
             dead = f"delivered no audio for {silent_for:.1f} s"
         if dead is not None:
-            self._device_error = DeviceError(f"audio device {_label(self.in_dev)} {dead} after "
+            self._device_error = DeviceError(f"audio device {label(self.in_dev)} {dead} after "
                                              f"{self.stats().seconds:.1f} s (disconnected?)")
             self.stream_abandoned = True
             self.stop()
@@ -547,14 +597,21 @@ class LiveSession:
                 lat = (float(self._streams[0].latency), float(self._streams[1].latency))
         except Exception:
             pass
+        after = None
+        if self._warm is not None:
+            now = self._counters()
+            after = {k: now[k] - self._warm[k] for k in now}
+        lead = self._lead if self._delay is not None else self.delay - (self.blocksize or 256)
         return LiveStats(
-            sample_rate=self.sample_rate, sources=self.sources, running=t0 is not None and not self._stopping,
-            seconds=0.0 if t0 is None else end - t0, blocks=self._blocks, overflows=self._overflows,
-            underflows=self._underflows, late_blocks=self._late, device_overflows=self._device_overflows,
-            device_underflows=self._device_underflows, callbacks=self._callbacks,
-            block_frames=self._block_frames, latency=self.delay, algorithmic_latency=self.algorithmic_latency,
+            sample_rate=self.sample_rate, model_sample_rate=self.model_rate, sources=self.sources, route=self.route,
+            running=t0 is not None and not self._stopping,
+            seconds=0.0 if t0 is None else end - t0, blocks=self.state.block if hasattr(self, "state") else 0,
+            overflows=self._overflows, underflows=self._underflows, late_blocks=self._late,
+            device_overflows=self._device_overflows, device_underflows=self._device_underflows,
+            callbacks=self._callbacks, block_frames=self._block_frames, latency=self.delay,
+            algorithmic_latency=self.algorithmic_latency, resampler_latency=max(0, lead - self._alg_device),
             device_latency_s=lat, load=self._load, input_db=self._input_db, levels_db=tuple(self._levels),
-            recorded=self._recorded,
+            recorded=self._recorded, discarded=self._discarded, warmup_seconds=self.warmup_seconds, after_warmup=after,
         )
 
     def stop(self) -> None:
@@ -596,8 +653,3 @@ class LiveSession:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
