@@ -82,7 +82,7 @@ def data_toy4(
 ) -> None:
     """The thesis's toy set: sine, square, saw and triangle at random piano pitches."""
     from .datasets.toy4 import make_toy4
-    from .train.progress import bar
+    from .progress import bar
 
     with bar() as progress:
         task = progress.add_task("toy4", total=None, info="")
@@ -109,7 +109,7 @@ def data_music4(
 ) -> None:
     """Random MIDI songs rendered per stem with FluidSynth: bass, drums, guitar, piano."""
     from .datasets.music4 import check_music4, make_music4
-    from .train.progress import bar
+    from .progress import bar
 
     meter_list = tuple(x.strip() for x in meters.split(",") if x.strip())
     check_music4(clips, seconds, sample_rate, soundfont or None, heldout, generator, meter_list)
@@ -143,7 +143,7 @@ def data_distill(
     from dataclasses import replace
 
     from .distill import CHAIN, DistillMixtures, make_distill_set
-    from .train.progress import bar
+    from .progress import bar
 
     set_threads(threads)
     index, count = parse_shard(shard)
@@ -225,7 +225,7 @@ def eval_priors_cmd(
     from rich.table import Table
 
     from .prior_eval import evaluate_priors, plot_matrix
-    from .train.progress import bar
+    from .progress import bar
 
     with bar(transient=True) as progress:
         task = progress.add_task("priors", total=None, info="")
@@ -394,7 +394,7 @@ def eval_separate_cmd(
     """SI-SDR(i) per source: mixture baseline, encoder alone, encoder + K Langevin steps."""
     from .separation_eval import evaluate_separation, store
     from .separator import resolve_model
-    from .train.progress import bar
+    from .progress import bar
 
     check_space(space)
     with bar(transient=True) as progress:
@@ -456,14 +456,14 @@ def file_cmd(
     samples: int = typer.Option(1, min=1, max=64, help="Posterior samples; > 1 also writes <source>.spread.<ext>."),
     fmt: str = typer.Option("wav", "--format", help="wav or flac."),
     seed: int = typer.Option(0, help="Seed of the Langevin noise: the same seed gives the same stems."),
-    backend: str = typer.Option("torch", help="torch or onnx (ONNX Runtime)."),
+    backend: str = typer.Option("auto", help="auto (ONNX Runtime where the model has graphs), onnx or torch."),
     provider: str = typer.Option("auto", help="ONNX Runtime provider: auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, help="Replace stems that already exist."),
 ) -> None:
     """Separate files into stems; the stems sum back to the input."""
     from .audio import SUPPORTED_OUTPUT
     from .separator import Separator
-    from .train.progress import bar
+    from .progress import bar
 
     if fmt not in SUPPORTED_OUTPUT:
         fail(f"unsupported output format {fmt!r} (choose from {', '.join(SUPPORTED_OUTPUT)})")
@@ -526,7 +526,7 @@ def export_cmd(
 @app.command("bench")
 @one_line_errors
 def bench_cmd(
-    model: str = typer.Option("music4-live", help="Model name or directory (default: the live-size music4 set)."),
+    model: str = typer.Option("music4", help="Installed model name or model directory."),
     provider: str = typer.Option("cpu", help="ONNX Runtime provider: cpu, cuda or auto."),
     streams: int = typer.Option(1, min=1, help="Simultaneous streams served by one loaded model."),
     steps: str = typer.Option("0,2,4", help="Langevin step counts to measure."),

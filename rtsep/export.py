@@ -74,6 +74,8 @@ def load_models(model: Path | str | Bundle, priors_only: bool = False
     bundle = Bundle.load(model, verify=False)
     if not priors_only and not bundle.has_encoder:
         raise BundleError(f"{bundle.path} has no encoder (train it first, or export the priors only)")
+    if priors_only and bundle.has_encoder:  # its runtime would look for the encoder graph this leaves out
+        raise BundleError(f"{bundle.path} has an encoder: export it whole (--priors-only is for priors-only sets)")
     encoder = None if priors_only else bundle.torch_encoder()
     priors = dict(zip(bundle.sources, bundle.torch_priors()))
     rates = {p.cfg.sample_rate for p in priors.values()} | ({encoder.cfg.sample_rate} if encoder else set())
@@ -308,7 +310,8 @@ def export_bundle(model_dir: Path | str | Bundle, out: Path | None = None, windo
     multiple of `time_multiple`). `check`: compare onnxruntime against torch on random audio at
     `window` and at a second length, and on `audio` (mono arrays (samples,) or (channels,
     samples) at the model's sample rate, cropped/padded to `window`), raising RtsepError when an
-    output is off by more than the tolerance in the module doc. `priors_only` skips the encoder.
+    output is off by more than the tolerance in the module doc. `priors_only`: a set without an
+    encoder (its ONNX backend starts every source from the whole mixture; its chain's moves need `scores`).
     Returns the manifest written to OUT/manifest.json (also summarised in card.json "onnx"); its
     "graphs"[file]["max_abs_error"] holds the errors per input.
     Raises BundleError when MODEL_DIR cannot be exported (no card, no weights, weights that do

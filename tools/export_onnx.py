@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                          "the graphs accept any multiple of the model's stride")
     ap.add_argument("--audio", type=Path, nargs="*", default=[],
                     help="audio files (at the model's sample rate) to check parity on, besides random audio")
-    ap.add_argument("--priors-only", action="store_true", help="export the priors' graphs only (no encoder)")
+    ap.add_argument("--priors-only", action="store_true",
+                    help="a set without an encoder: export the priors' graphs only (add --scores for a chain "
+                         "with relabelling, swap or band moves)")
     ap.add_argument("--scores", action="store_true", help="also write each prior's raw score graph")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
     args = ap.parse_args(argv)

@@ -63,7 +63,7 @@ if [ "$SET" = music4-v2 ]; then
   rtsep train encoder "$OUT" --data data/music4 --objective seed --front stft --stride 256 --blocks 5 --steps 1500 \
     --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1
   CHAIN="--space mask --sigma-end 0.02 --temperature 0"
-  python tools/objective_gap.py "$OUT" --data data/music4-eval --sigma 0.02
+  python research/objective_gap.py "$OUT" --data data/music4-eval --sigma 0.02
   for start in 0.05 0.1; do
     rtsep eval separate "$OUT" --data data/music4-eval --steps 16 $CHAIN --sigma-start $start --clips 20 --seconds 4
   done
@@ -76,7 +76,7 @@ if [ "$SET" = music4-v2 ]; then
     --temperature 0 --clips 6 --seconds 2
   # The session-5 seed encoder under these priors (objective gap), the supervised encoder with the chain.
   with_encoder "$OUT" runs/music4-s05a1 runs/m4v2-gap
-  for s in 0.01 0.02 0.05 0.1; do python tools/objective_gap.py runs/m4v2-gap --data data/music4-eval --sigma $s; done
+  for s in 0.01 0.02 0.05 0.1; do python research/objective_gap.py runs/m4v2-gap --data data/music4-eval --sigma $s; done
   with_encoder "$OUT" models/music4 runs/m4v2-sup
   rtsep eval separate runs/m4v2-sup --data data/music4-eval --steps 16 $CHAIN --sigma-start 0.05 --clips 6 --seconds 2
   exit 0
@@ -117,8 +117,8 @@ if [ "$SET" = music4-v4 ]; then
       --contrast-margin 0.5 --lr 3e-4 --steps 500 --minutes 18 --threads 1
   done
   rtsep eval priors "$OUT" --data data/music4-eval
-  python tools/leak_gap.py runs/m4v3 --data data/music4-eval
-  python tools/leak_gap.py "$OUT" --data data/music4-eval
+  python research/leak_gap.py runs/m4v3 --data data/music4-eval
+  python research/leak_gap.py "$OUT" --data data/music4-eval
   CHAIN="--space mask --sigma-end 0.02 --temperature 0 --clips 20 --seconds 4"
   ENC="--objective seed --front stft --stride 256 --blocks 5 --segment 8192 --kl-sigma-start 0.1 --kl-sigma 0.02 --threads 1"
   if [ ! -f runs/m4c-ft/ckpt/encoder.pt ]; then
@@ -142,7 +142,7 @@ if [ "$SET" = toy4-v2 ]; then
   rtsep train encoder "$OUT" --data data/toy4 --objective seed --front stft --stride 256 --blocks 5 --steps 1000 \
     --segment 8192 --kl-sigma-start 0.3 --kl-sigma 0.01 --gain-min 1 --gain-max 1 --minutes 20 --threads 1
   rtsep eval separate "$OUT" --data data/toy4-eval --steps 0 --clips 20 --seconds 1
-  python tools/objective_gap.py "$OUT" --data data/toy4-eval --sigma 0.01
+  python research/objective_gap.py "$OUT" --data data/toy4-eval --sigma 0.01
   rtsep eval separate "$OUT" --data data/toy4-eval --steps 32 --space mask --sigma-start 0.3 --sigma-end 0.01 \
     --temperature 1 --clips 8 --seconds 1
   exit 0
@@ -183,7 +183,7 @@ if [ "$SET" = toy4-basis ]; then
     pooled encoder+langevin200 "runs/toy4-basis-${v}eval.json" "runs/toy4-basis-${v}eval77.json" "runs/toy4-basis-${v}valid.json"
   done
   # the seed-77 clips that still fail: do the priors rate the truth above the result? (search vs prior failure)
-  OMP_NUM_THREADS=1 python tools/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
+  OMP_NUM_THREADS=1 python research/search_gap.py models/toy4-basis --data data/toy4-eval77 --clips 1 2 4 5
   python tools/write_card.py models/toy4-basis
   exit 0
 fi
@@ -224,10 +224,10 @@ if [ "$SET" = music4-bands ]; then
   done
   wait
   rtsep eval merge runs/m4b10-chain16-20-0.json runs/m4b10-chain16-20-1.json --json runs/m4b10-chain16-20.json
-  python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --band-weight 0.1 --solo data/music4 \
+  python research/landscape.py models/music4 --data data/music4-eval --samples 16384 --band-weight 0.1 --solo data/music4 \
     --margins --encoders models/music4 runs/m4s runs/m4m1 runs/m4b10 runs/m4b03 runs/m4mb10 runs/m4mb30
   for s in 0.005 0.01 0.05 0.1; do  # the means-only encoder against the truth at every sigma
-    python tools/landscape.py models/music4 --data data/music4-eval --samples 16384 --sigma $s --encoders runs/m4m1
+    python research/landscape.py models/music4 --data data/music4-eval --samples 16384 --sigma $s --encoders runs/m4m1
   done
   exit 0
 fi
@@ -298,7 +298,7 @@ if [ "$SET" = toy4-seed ]; then
   done
   wait
   rtsep data distill models/toy4-basis data/toy4-distill --data data/toy4 --clips 64 --threads 1  # the manifest, if a shard lost the race
-  python tools/label_quality.py data/toy4-distill --data data/toy4
+  python research/label_quality.py data/toy4-distill --data data/toy4
   [ -f runs/t4bd/encoder.pt ] || copy_priors models/toy4-basis runs/t4bd
   rtsep train encoder runs/t4bd --data data/toy4-distill --objective distill --front stft --stride 256 --blocks 5 \
     --steps 2000 --segment 8192 --batch 16 --threads 2
@@ -359,7 +359,7 @@ if [ "$SET" = toy4-seedft ]; then
   WARM="--data data/toy4-eval --steps 60 --space mask --sigma-start 0.1 --sigma-end 0.01 --temperature 0 --mask-lr 0.1
     --warm-start 1 --relabel-every 20 --swaps 1 --clips 20 --seconds 1 --whole"
   for run in runs/t4d runs/t4ds runs/t4ds2 runs/t4ds3 runs/t4d64 runs/t4d64s; do
-    python tools/objective_gap.py "$run" --data data/toy4-eval --sigma 0.01
+    python research/objective_gap.py "$run" --data data/toy4-eval --sigma 0.01
     OMP_NUM_THREADS=1 rtsep eval separate "$run" --data data/toy4-eval --steps 0 --clips 20 --seconds 1 --whole
   done
   for run in runs/t4ds2 runs/t4d64s; do OMP_NUM_THREADS=1 rtsep eval separate "$run" $WARM; done
@@ -371,20 +371,20 @@ if [ "$SET" = toy4-distill ]; then
   # noise-free chain + 2 swap rounds (two shards at once, one core each; ~50 min); an encoder regresses
   # those labels (runs/t4d), evaluated alone and warm-starting a shorter chain. The labels' quality
   # against the excerpts the mixtures were made of, and how the encoders fit their training mixtures,
-  # are measured only (tools/label_quality.py), never trained on.
+  # are measured only (research/label_quality.py), never trained on.
   for i in 0 1; do
     OMP_NUM_THREADS=1 rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 48 --threads 1 --shard $i/2 &
   done
   wait
   rtsep data distill runs/t4v3 data/toy4-distill --data data/toy4 --clips 48 --threads 1  # the manifest, if a shard lost the race
-  python tools/label_quality.py data/toy4-distill --data data/toy4
+  python research/label_quality.py data/toy4-distill --data data/toy4
   copy_priors runs/t4v3 runs/t4d
   rtsep train encoder runs/t4d --data data/toy4-distill --objective distill --front stft --stride 256 --blocks 5 \
     --steps 2000 --segment 8192 --batch 16 --threads 2
   copy_priors runs/t4v3 runs/t4dp  # the pitch-shift augmentation: it underfits
   rtsep train encoder runs/t4dp --data data/toy4-distill --objective distill --front stft --stride 256 --blocks 5 \
     --steps 4000 --segment 4096 --batch 16 --pitch-shift 12 --threads 1
-  for run in runs/t4d runs/t4dp; do python tools/label_quality.py data/toy4-distill --data data/toy4 --encoder "$run"; done
+  for run in runs/t4d runs/t4dp; do python research/label_quality.py data/toy4-distill --data data/toy4 --encoder "$run"; done
   WARM="--data data/toy4-eval --steps 60 --space mask --sigma-start 0.1 --sigma-end 0.01 --temperature 0 --mask-lr 0.1
     --warm-start 1 --relabel-every 20 --clips 20 --seconds 1 --whole"
   for run in runs/t4d runs/t4dp; do OMP_NUM_THREADS=1 rtsep eval separate "$run" $WARM; done
@@ -397,10 +397,10 @@ if [ "$SET" = toy4-v3 ]; then
     rtsep train prior --source "$s" --data data/toy4 --out runs/t4v3 --flows 8 --hidden 48 --layers 5 --mixing lu \
       --steps 3100 --minutes 20 --threads 1 --gain-min 0.7 --gain-max 1.0
   done
-  python tools/swap_gap.py runs/t4v2 --data data/toy4-eval --swap sine triangle
-  python tools/cold_chain.py runs/t4v2 --data data/toy4-eval --relabel-every 0
-  python tools/cold_chain.py runs/t4v2 --data data/toy4-eval --relabel-every 20
-  python tools/cold_chain.py runs/m4v2 --data data/music4-eval --steps 60 --sigma-end 0.02 --clips 4 --seconds 2
+  python research/swap_gap.py runs/t4v2 --data data/toy4-eval --swap sine triangle
+  python research/cold_chain.py runs/t4v2 --data data/toy4-eval --relabel-every 0
+  python research/cold_chain.py runs/t4v2 --data data/toy4-eval --relabel-every 20
+  python research/cold_chain.py runs/m4v2 --data data/music4-eval --steps 60 --sigma-end 0.02 --clips 4 --seconds 2
   for every in 0 8; do  # music4: relabelling after the encoder and 16 mask steps (6 clips of 2 s)
     OMP_NUM_THREADS=1 rtsep eval separate runs/m4v2 --data data/music4-eval --steps 16 --space mask --sigma-start 0.1 \
       --sigma-end 0.02 --temperature 0 --relabel-every $every --clips 6 --seconds 2
@@ -411,19 +411,19 @@ if [ "$SET" = toy4-v3 ]; then
       --label cold200_relabel20_whole
   done
   # session 10: blends, not swaps; the chain's noise; best of seeds; polish; the ratings per noise level
-  python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --project
-  for seed in 1 2; do python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --seed $seed; done
-  for seed in 0 1; do python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --seed $seed --polish 60; done
-  python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --temperature 0
+  python research/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --project
+  for seed in 1 2; do python research/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --seed $seed; done
+  for seed in 0 1; do python research/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --seed $seed --polish 60; done
+  python research/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --temperature 0
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval $COLD --chains 4 --rate-sigma 0.1 --polish 60 \
     --clips 8 --seconds 1 --whole
-  python tools/rating_gap.py runs/t4v3 --data data/toy4-eval
-  python tools/rating_gap.py runs/t4v3 --data data/toy4-eval --chain-temperature 0
+  python research/rating_gap.py runs/t4v3 --data data/toy4-eval
+  python research/rating_gap.py runs/t4v3 --data data/toy4-eval --chain-temperature 0
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval ${COLD/--temperature 1/--temperature 0} \
     --clips 20 --seconds 1 --whole --label cold200_t0_whole
   # Session 11: who holds which partial after that chain; swap-and-relax moves after it (the table's
   # row); the sine and triangle priors fine-tuned with the leak margin (runs/t4c, 14 min each), leak gaps.
-  python tools/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --temperature 0 --partials
+  python research/cold_chain.py runs/t4v3 --data data/toy4-eval --relabel-every 20 --temperature 0 --partials
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval ${COLD/--temperature 1/--temperature 0} \
     --swaps 2 --clips 20 --seconds 1 --whole --label cold200_t0_swaps2_whole
   OMP_NUM_THREADS=1 rtsep eval separate runs/t4v3 --data data/toy4-eval \
@@ -436,7 +436,30 @@ if [ "$SET" = toy4-v3 ]; then
       --contrast-margin 0.5 --lr 3e-4 --steps 500 --minutes 18 --threads 1
   done
   for run in runs/t4v3 runs/t4c; do
-    python tools/leak_gap.py "$run" --data data/toy4-eval --sources sine triangle --sigmas 0.01 0.03 0.1
+    python research/leak_gap.py "$run" --data data/toy4-eval --sources sine triangle --sigmas 0.01 0.03 0.1
+  done
+  exit 0
+fi
+if [ "$SET" = music4-wide ]; then
+  # The shipped music4 encoder since session 20 (issue 26): generator v2 (four GM banks, meters, swing,
+  # per-stem augmentation; 6/8 held out as the style hold-out), a bigger TCN, SNR loss, half the training
+  # mixtures a clip's own aligned stems; the priors stay models/music4's (`reproduce.sh music4`, v1 data).
+  # About 100 min of training on the 2-core machine (other jobs sharing it), resumable.
+  OUT=${OUT:-runs/m4x}
+  [ -f data/music4-v2/manifest.json ] || rtsep data music4 data/music4-v2 --clips 800 --seconds 8 --seed 0 --meters 4/4,3/4
+  [ -f data/m4v2-muse/manifest.json ] || rtsep data music4 data/m4v2-muse --heldout --clips 40 --seconds 4 --seed 99 --meters 4/4,3/4
+  [ -f data/m4v2-fluid/manifest.json ] || rtsep data music4 data/m4v2-fluid --heldout --clips 40 --seconds 4 --seed 99 \
+    --meters 4/4,3/4 --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
+  [ -f data/m4v2-style/manifest.json ] || rtsep data music4 data/m4v2-style --heldout --clips 40 --seconds 4 --seed 98 --meters 6/8
+  [ -f data/music4-muse-v1/manifest.json ] || rtsep data music4 data/music4-muse-v1 --heldout --clips 20 --seconds 4 --seed 99 --generator v1
+  [ -f data/music4-eval-v1/manifest.json ] || rtsep data music4 data/music4-eval-v1 --heldout --clips 20 --seconds 4 --seed 99 \
+    --generator v1 --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
+  [ -f "$OUT/card.json" ] || { mkdir -p "$OUT" && cp -r models/music4/priors "$OUT/" && python -c "import json,sys; c=json.load(open('models/music4/card.json')); json.dump({k: c[k] for k in ('schema', 'priors', 'sample_rate', 'langevin') if k in c}, open(sys.argv[1], 'w'))" "$OUT/card.json"; }
+  rtsep train encoder "$OUT" --data data/music4-v2 --objective supervised --front stft --stride 256 --n-fft 1024 \
+    --blocks 8 --hidden 256 --bottleneck 128 --segment 16384 --batch 8 --steps 5000 --lr 1e-3 --loss sdr --coherent 0.5 \
+    --valid-every 500 --threads 2 --gain-min 0.5 --gain-max 1.0
+  for d in m4v2-muse m4v2-fluid m4v2-style music4-muse-v1 music4-eval-v1; do
+    rtsep eval separate "$OUT" --data "data/$d" --steps 0 --clips 40 --seconds 4 --label "$d" --json "runs/m4x-$d.json"
   done
   exit 0
 fi

@@ -1,18 +1,7 @@
-"""One rich progress bar style for every long job."""
+"""The progress bar, kept importable here for training code; it lives in `rtsep.progress`."""
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from ..progress import bar
 
-
-def bar(transient: bool = False, disable: bool = False) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        transient=transient,
-        disable=disable,
-    )
+__all__ = ["bar"]
