@@ -769,7 +769,8 @@ def live_cmd(
     if error is None:
         out.print(f"live: {st.seconds:.1f} s, {st.blocks} blocks at {st.sample_rate} Hz, latency {st.latency} "
                   f"samples ({st.latency_ms:.1f} ms: algorithmic {st.algorithmic_latency} at "
-                  f"{st.model_sample_rate} Hz, resampling {st.resampler_latency}, callback {st.block_frames}), "
+                  f"{st.model_sample_rate} Hz, resampling and alignment {st.resampler_latency}, callback "
+                  f"{st.block_frames}), "
                   f"overflows {st.overflows}, underflows {st.underflows}, late blocks {st.late_blocks}"
                   + (f", recorded to {record}" if record else ""), soft_wrap=True)
         if not st.kept_up:

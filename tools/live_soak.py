@@ -3,10 +3,12 @@
 Why: the README's live claim ("N minutes live through JACK with no xrun caused by rtsep") needs a
 run far longer than the ~5 s of tests/test_live.py, with the xruns counted and attributed. This
 tool reuses that test's setup (RECIPES.md, "A live audio test with no sound card"): its own
-`jackd -d dummy` at 16 kHz / 256 frames, `python -m rtsep live --device jack` in a subprocess, a
-JACK-Client player looping a known mixture into `PortAudio:in_0` and a separate recorder on
-`PortAudio:out_*` (two clients: no graph cycle). At the end rtsep gets SIGINT (Ctrl-C) and jackd
-SIGTERM, always, also when the tool itself is interrupted.
+`jackd -d dummy` (default 48 kHz, 1024 frames, 2 playback ports: a stereo sound card, so rtsep
+resamples to its model's rate and back and routes its sources onto L/R), `python -m rtsep live
+--device jack [--route ...]` in a subprocess, a JACK-Client player looping a known mixture
+(resampled to the server's rate) into `PortAudio:in_0` and a separate recorder on `PortAudio:out_*`
+(two clients: no graph cycle). At the end rtsep gets SIGINT (Ctrl-C) and jackd SIGTERM, always,
+also when the tool itself is interrupted. rtsep's resident memory (VmRSS) is sampled once a minute.
 
 Attribution of xruns:
 - jackd logs `JackEngine::XRun: client = NAME was not finished, state = S` (or `client NAME finished
@@ -17,12 +19,15 @@ Attribution of xruns:
 - rtsep's own counters (its `--json`): underflows/overflows minus their `device_*` part (those are
   PortAudio's xrun flags, i.e. the JACK xruns above) and late blocks are compute falling behind:
   caused by rtsep.
-Separation sanity: the output channels must sum to the looped input delayed by rtsep's latency
-(the model projects its stems onto the mixture), not be silent, differ from mix/N, and, when the
-reference stems are available (default: data/music4-example, clip 0 = examples/music4-mix.wav),
-have a positive mean SI-SDR improvement.
+Separation sanity, with rtsep's route (gains G, channels x sources, from its --json): the output
+channels must sum to the looped input delayed by rtsep's latency (the model projects its stems onto
+the mixture; checked when every source's gains sum alike, as in the default layouts), not be silent,
+differ from what unseparated stems (mix/N each) would give (G @ mix/N), and, when the reference
+stems are available (default: data/music4-example, clip 0 = examples/music4-mix.wav), have a
+positive mean SI-SDR improvement per channel against the routed references G @ refs.
 
-    python tools/live_soak.py [--seconds 600] [--model music4] [--steps K] [--json OUT]
+    python tools/live_soak.py [--seconds 600] [--rate 48000] [--outputs 2] [--route SPEC] [--model music4]
+                              [--steps K] [--json OUT]
 
 Exit status 0 when no xrun was caused by rtsep and the output looks separated, 1 otherwise.
 Needs jackd2, libportaudio2 and the `JACK-Client` and `sounddevice` packages.
@@ -51,8 +56,9 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from jack_harness import PERIOD, RTSEP_CLIENT, JackServer, find_delay, wait_for_ports  # noqa: E402
+from jack_harness import RTSEP_CLIENT, JackServer, find_delay, wait_for_ports  # noqa: E402
 
+from rtsep.audio import resample  # noqa: E402
 from rtsep.live import rms_db as db  # noqa: E402
 
 DEFAULT_MIX = REPO / "examples" / "music4-mix.wav"
@@ -91,12 +97,27 @@ def finite(v: Any) -> Any:
     return v
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MB (Linux /proc), None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=600.0, help="how long to play into rtsep (default 600)")
-    ap.add_argument("--model", default="music4-live", help="model name or directory for `rtsep live`")
+    ap.add_argument("--model", default="music4", help="model name or directory for `rtsep live`")
+    ap.add_argument("--rate", type=int, default=48000, help="JACK server rate in Hz (default 48000)")
+    ap.add_argument("--period", type=int, default=1024, help="JACK frames per cycle (default 1024)")
+    ap.add_argument("--outputs", type=int, default=2, help="JACK playback ports, i.e. the device's outputs (default 2)")
+    ap.add_argument("--route", default=None, help="rtsep live --route SPEC (default: rtsep's layout for the outputs)")
     ap.add_argument("--steps", type=int, default=None, help="Langevin steps per block (default: the card's)")
-    ap.add_argument("--backend", default="torch", help="torch or onnx")
+    ap.add_argument("--backend", default="auto", help="auto, onnx or torch")
     ap.add_argument("--threads", type=int, default=1, help="rtsep's compute threads (default 1)")
     ap.add_argument("--mix", type=Path, default=DEFAULT_MIX, help="mono mixture looped into rtsep's input")
     ap.add_argument("--refs", default=None, help="reference stems, a path with {source} (default: the stems of "
@@ -107,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             sys.exit(f"error: {tool} not found (apt-get install jackd2)")
 
-    x, sr = sf.read(args.mix, dtype="float32", always_2d=True)
-    x = np.ascontiguousarray(x.mean(axis=1))
+    x, mix_rate = sf.read(args.mix, dtype="float32", always_2d=True)
+    sr, period = args.rate, args.period
+    x = np.ascontiguousarray(resample(x.mean(axis=1)[None], mix_rate, sr)[0])
     L = len(x)
     xp = np.concatenate([x, np.resize(x, 4096)])  # xp[i : i + frames] loops x for frames <= 4096
     refs_pattern = args.refs or (DEFAULT_REFS if args.mix.resolve() == DEFAULT_MIX else None)
@@ -120,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rtsep-soak-"))
     report: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "mix": str(args.mix),
                               "seconds_requested": args.seconds, "model": args.model, "steps": args.steps,
-                              "backend": args.backend, "threads": args.threads, "jack": {"rate": sr,
-                              "period": PERIOD, "backend": "dummy", "realtime": False}}
+                              "backend": args.backend, "threads": args.threads, "route": args.route,
+                              "jack": {"rate": sr, "period": period, "outputs": args.outputs, "backend": "dummy",
+                                       "realtime": False}}
     server = proc = player = recorder = None
     tail: LogTail | None = None
     interrupted = False
@@ -134,13 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     t_go = t_stop = 0.0
     rtsep_stats: dict[str, Any] = {}
     rtsep_rc: int | None = None
+    rss: list[tuple[float, float | None]] = []  # (seconds into the run, rtsep's VmRSS in MB)
     try:
-        server = JackServer(f"rtsep-soak-{os.getpid()}", tmp / "jackd.log", sr, own_session=True)
+        server = JackServer(f"rtsep-soak-{os.getpid()}", tmp / "jackd.log", sr, own_session=True, capture=2,
+                            playback=args.outputs, period=period)
         tail = LogTail(tmp / "jackd.log")
         cmd = [sys.executable, "-m", "rtsep", "live", "--device", "jack", "--model", args.model,
                "--backend", args.backend, "--threads", str(args.threads), "--json", str(tmp / "live.json")]
         if args.steps is not None:
             cmd += ["--steps", str(args.steps)]
+        if args.route is not None:
+            cmd += ["--route", args.route]
         report["rtsep_command"] = " ".join(cmd[1:])
         with open(tmp / "live.out", "wb") as out, open(tmp / "live.err", "wb") as err:  # files: a pipe could fill
             proc = subprocess.Popen(cmd, env=server.env, cwd=REPO, stdout=out, stderr=err, start_new_session=True)
@@ -183,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         # The run: drain the recorder into a mono sum (for the timeline check) and a per-channel tail.
         times: list[int] = []
         sums: list[np.ndarray] = []
-        tail_chunks: collections.deque = collections.deque(maxlen=(L + 2 * sr) // PERIOD + 2)
+        tail_chunks: collections.deque = collections.deque(maxlen=(L + 2 * sr) // period + 2)
 
         def drain() -> None:
             while chunks:
@@ -200,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         t_go = time.monotonic()
         print(f"live_soak: playing {args.mix.name} (looped) into rtsep for {args.seconds:g} s ...", flush=True)
         next_note = t_go + 60
+        rss.append((0.0, rss_mb(proc.pid)))
         while time.monotonic() < t_go + args.seconds:
             time.sleep(min(0.25, max(0.0, t_go + args.seconds - time.monotonic())))
             drain()
@@ -208,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"rtsep live exited during the run with status {proc.returncode}")
             if time.monotonic() >= next_note:
                 next_note += 60
+                rss.append((time.monotonic() - t_go, rss_mb(proc.pid)))
                 print(f"live_soak: {time.monotonic() - t_go:.0f} s, jackd xruns so far {len(xrun_cb)}", flush=True)
+        rss.append((time.monotonic() - t_go, rss_mb(proc.pid)))
         time.sleep(1.0)  # let the last played input come out (latency < 1 s), then stop
         go.clear()
         t_stop = time.monotonic()
@@ -291,9 +321,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # separation sanity over what the recorder captured
     sep: dict[str, Any] = {}
+    route = rs.get("route") or {}
+    sources = rs.get("sources") or []
+    gains = np.asarray(route.get("gains") or np.eye(len(sources)), dtype=np.float64)  # (channels, sources)
+    first_ch = 0  # rtsep's route starts on PortAudio:out_0 (no --output-channel here)
+    col = gains.sum(axis=0) if gains.size else np.ones(1)
+    sum_gain = float(col[0]) if np.allclose(col, col[0]) else None  # sum of outputs = sum_gain * input
+    sep["route"] = route.get("description")
     if play_start and len(sums) > 0:
         t_arr = np.asarray(times, dtype=np.int64)
-        gaps = int(np.sum(np.diff(t_arr) != PERIOD))
+        gaps = int(np.sum(np.diff(t_arr) != period))
         y = np.concatenate(sums)
         at = int(play_start[0] - t_arr[0])  # where the played signal starts in y's timeline
         seg = min(L, 3 * sr)
@@ -305,48 +342,60 @@ def main(argv: list[str] | None = None) -> int:
             start = at + delay
             n_played = int(round((t_stop - t_go) * sr)) if t_go else 0
             end = min(len(y), start + n_played - sr)  # player stopped at t_stop; leave a second of margin
-            if end > start:
-                expect = np.take(x, np.arange(start - at - delay, end - at - delay), mode="wrap")
+            if end > start and sum_gain is not None:
+                expect = sum_gain * np.take(x, np.arange(start - at - delay, end - at - delay), mode="wrap")
                 err = np.abs(y[start:end] - expect)
-                per = err[: (len(err) // PERIOD) * PERIOD].reshape(-1, PERIOD).max(axis=1)
+                per = err[: (len(err) // period) * period].reshape(-1, period).max(axis=1)
                 sep["sum_max_abs_error"] = float(err.max())
                 sep["sum_bad_periods"] = int(np.sum(per > 1e-3))
                 sep["sum_periods"] = int(per.size)
                 sep["silence_before_db"] = db(y[:start]) if start > 0 else None
             # per-channel tail: the last full loop (or what there is) after a second of warm-up
             tail_y = np.concatenate(list(tail_chunks), axis=1)
-            t0 = int(t_arr[-1]) + PERIOD - tail_y.shape[1]  # JACK frame of tail_y[:, 0]
-            b = min(int(t_arr[-1]) + PERIOD, play_start[0] + delay + n_played - sr)
+            t0 = int(t_arr[-1]) + period - tail_y.shape[1]  # JACK frame of tail_y[:, 0]
+            b = min(int(t_arr[-1]) + period, play_start[0] + delay + n_played - sr)
             a = max(t0, play_start[0] + delay + sr, b - L)
             if b - a >= sr:
-                out = tail_y[:, a - t0 : b - t0].astype(np.float64)
+                n_ch, n = gains.shape
+                out = tail_y[first_ch : first_ch + n_ch, a - t0 : b - t0].astype(np.float64)
                 mix = np.take(x, np.arange(a - play_start[0] - delay, b - play_start[0] - delay), mode="wrap")
-                sources = rs.get("sources") or [f"ch{k}" for k in range(out.shape[0])]
-                n = len(sources)
+                names = [f"ch{c + 1}" for c in range(n_ch)]
+                row = gains.sum(axis=1)[:, None]  # what each channel would get from unseparated stems: row * mix/N
                 sep["window_seconds"] = round((b - a) / sr, 2)
-                sep["output_db"] = {s: db(out[k]) for k, s in enumerate(sources)}
+                sep["output_db"] = {c: db(out[k]) for k, c in enumerate(names)}
                 sep["input_db"] = db(mix)
-                diff = float(np.abs(out[:n] - mix / n).max())
-                sep["max_abs_diff_from_mix_over_n"] = diff
-                if refs_pattern and all(Path(refs_pattern.format(source=s)).exists() for s in sources):
+                sep["max_abs_diff_from_unseparated"] = float(np.abs(out - row * mix / n).max())
+                if refs_pattern and sources and all(Path(refs_pattern.format(source=s)).exists() for s in sources):
                     from rtsep.metrics import si_sdr, si_sdr_improvement
 
-                    ref = np.stack([sf.read(refs_pattern.format(source=s), dtype="float32")[0] for s in sources])
+                    ref = []
+                    for s_name in sources:
+                        r, r_rate = sf.read(refs_pattern.format(source=s_name), dtype="float32", always_2d=True)
+                        ref.append(resample(r.mean(axis=1)[None], r_rate, sr)[0])
+                    ref = np.stack([np.resize(r, L) for r in ref])
                     ref = np.take(ref, np.arange(a - play_start[0] - delay, b - play_start[0] - delay), axis=1,
                                   mode="wrap").astype(np.float64)
-                    sdri = si_sdr_improvement(ref, out[:n], mix)
+                    ref_ch, mix_ch = gains @ ref, row * mix  # the routed references and the routed mixture
+                    keep = [c for c in range(n_ch) if np.abs(ref_ch[c]).max() > 0 and row[c, 0] > 0]
+                    sdri = si_sdr_improvement(ref_ch[keep], out[keep], mix_ch[keep])
                     sep["refs"] = refs_pattern
-                    sep["si_sdr_db"] = {s: round(float(v), 2) for s, v in zip(sources, si_sdr(ref, out[:n]))}
-                    sep["si_sdri_db"] = {s: round(float(v), 2) for s, v in zip(sources, sdri)}
+                    sep["si_sdr_db"] = {names[c]: round(float(v), 2) for c, v in zip(keep, si_sdr(ref_ch[keep],
+                                                                                                  out[keep]))}
+                    sep["si_sdri_db"] = {names[c]: round(float(v), 2) for c, v in zip(keep, sdri)}
                     sep["si_sdri_mean_db"] = round(float(np.mean(sdri)), 2)
     checks = {
         "not_silent": bool(sep.get("output_db")) and max(sep["output_db"].values()) > -50,
-        "sums_to_input": "sum_bad_periods" in sep and sep["sum_bad_periods"] <= 0.01 * sep["sum_periods"],
-        "not_mix_copies": sep.get("max_abs_diff_from_mix_over_n", 0.0) > 1e-2,
+        "sums_to_input": sum_gain is None or ("sum_bad_periods" in sep  # vacuous when gains differ per source
+                                              and sep["sum_bad_periods"] <= 0.01 * sep["sum_periods"]),
+        "not_mix_copies": sep.get("max_abs_diff_from_unseparated", 0.0) > 1e-2,
         "si_sdri_positive": sep.get("si_sdri_mean_db", 1.0) > 0,  # vacuous without references
     }
     sep["checks"] = checks
     report["separation"] = sep
+    mem = [m for _, m in rss if m is not None]
+    report["rss_mb"] = {"samples": [(round(t, 1), None if m is None else round(m, 1)) for t, m in rss],
+                        "start": round(mem[0], 1) if mem else None, "end": round(mem[-1], 1) if mem else None,
+                        "growth": round(mem[-1] - mem[0], 1) if len(mem) > 1 else None}
     separated = all(checks.values())
     ok = error is None and rtsep_rc == 0 and rtsep_xruns == 0 and separated
     report["rtsep_caused_xruns"] = rtsep_xruns
@@ -355,13 +404,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- print -----------------------------------------------------------------------------------
     xr = report["xruns"]
-    print(f"played {report['seconds_run']:.1f} s live through JACK (dummy, {sr} Hz, {PERIOD} frames), rtsep exit "
+    print(f"played {report['seconds_run']:.1f} s live through JACK (dummy, {sr} Hz, {period} frames), rtsep exit "
           f"{rtsep_rc}" + (f", error: {error}" if error else ""))
     print(f"  rtsep: {report['rtsep_summary']}" + (f", load {rs.get('load')}" if rs else ""))
     print(f"  jackd xruns: startup {by_phase['startup']}, run {by_phase['run']}, shutdown {by_phase['shutdown']} "
           f"(max delay {xr['max_delay_us']:.0f} us); late clients: "
           + (", ".join(f"{k} x{v}" for k, v in collections.Counter(
               f"{x['client']}/{x['state']}@{x['phase']}" for x in lines).items()) or "none"))
+    rm = report["rss_mb"]
+    print(f"  rtsep RSS: {rm['start']} MB at the start of the run, {rm['end']} MB at its end "
+          f"(growth {rm['growth']} MB)")
     print(f"  caused by rtsep: {rtsep_xruns} (jack {xr['caused_by_rtsep_jack']}, compute {compute})")
     print(f"  separation: delay {sep.get('measured_delay_samples')} samples (rtsep says {rs.get('latency_samples')}),"
           f" sum error {sep.get('sum_max_abs_error', float('nan')):.1e} ({sep.get('sum_bad_periods')} bad of "

@@ -118,6 +118,8 @@ class LiveStats:
     latency: int = 0
     algorithmic_latency: int = 0
     resampler_latency: int = 0
+    """Device samples the chain's lead adds to the algorithmic latency: the soxr streams' delay (they emit in
+    blocks) and the callback size's alignment with the hop (0 at the model's rate with a dividing block)."""
     device_latency_s: tuple[float, float] = (0.0, 0.0)
     load: float = 0.0
     input_db: float = -math.inf
