@@ -32,8 +32,32 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, systemd, CI timeouts) raised like Ctrl-C, so the same cleanup runs."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in the main thread; a second one while cleaning up is ignored
+    (the first already unwinds; a supervisor escalates to SIGKILL if it must)."""
+    import signal
+
+    def terminate(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def interrupted(exc: KeyboardInterrupt) -> int:
+    """Say in one line how the run was stopped; the exit code for it (130 Ctrl-C, 143 SIGTERM)."""
+    console.print("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted", highlight=False)
+    return getattr(exc, "exit_code", 130)
+
+
 def one_line_errors(fn: Callable) -> Callable:
-    """Map rtsep's own errors (bad input) to one line and an exit code; Ctrl-C to exit 130."""
+    """Map rtsep's own errors (bad input) to one line and an exit code; Ctrl-C to exit 130, SIGTERM 143."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -41,9 +65,8 @@ def one_line_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except RtsepError as exc:
             fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            console.print("interrupted", highlight=False)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(interrupted(exc))
         except MemoryError:
             fail("out of memory", 1)
 
@@ -204,10 +227,11 @@ def train_prior_cmd(
 
 
 def main() -> None:
+    handle_sigterm()
     try:
         app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # outside a command (while parsing or importing)
+        sys.exit(interrupted(exc))
 
 
 @eval_app.command("priors")
@@ -445,23 +469,73 @@ def eval_merge_cmd(
         write_json(json_out, res)
 
 
+def track_names(inputs: list[Path]) -> list[str]:
+    """One output folder name per input: its file name without extension, or ``<folder>_<name>``
+    (more folders, then the extension, then a number, as needed) where two inputs would share one,
+    so a run never writes over its own output. Compared case-insensitively (macOS, Windows)."""
+    full = [p.resolve() for p in inputs]
+    names = [p.stem for p in full]
+    depth = [0] * len(full)
+
+    def clashes() -> set[int]:
+        seen: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            seen.setdefault(n.casefold(), []).append(i)
+        return {i for group in seen.values() if len(group) > 1 for i in group}
+
+    for _ in range(64):
+        todo = clashes()
+        if not todo:
+            return names
+        grown = False
+        for i in todo:
+            parents = full[i].parent.parts[1:]  # without the root
+            if depth[i] < len(parents):
+                depth[i] += 1
+                names[i] = "_".join([*parents[len(parents) - depth[i]:], full[i].stem])
+                grown = True
+            elif not names[i].endswith(f"_{full[i].suffix.lstrip('.')}") and full[i].suffix:
+                names[i] = f"{names[i]}_{full[i].suffix.lstrip('.')}"
+                grown = True
+        if not grown:
+            break
+    taken: set[str] = set()
+    for i, n in enumerate(names):  # identical paths are removed before; this is the last resort
+        k, name = 2, n
+        while name.casefold() in taken:
+            name, k = f"{n}_{k}", k + 1
+        names[i] = name
+        taken.add(name.casefold())
+    return names
+
+
 @app.command("file")
 @one_line_errors
 def file_cmd(
     inputs: list[Path] = typer.Argument(..., help="Audio files (any format soundfile reads)."),
-    out_dir: Path = typer.Option(Path("separated"), "-o", "--out", help="Writes OUT/<track>/<source>.<ext>."),
+    out_dir: Path = typer.Option(Path("separated"), "-o", "--out", help="Writes OUT/<track>/<source>.<ext>; <track> "
+                                 "is the file's name without extension, <folder>_<name> when two inputs share one."),
     model: str = typer.Option("music4", help="Shipped model name or model directory."),
     steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps per block (default: the model card's)."),
     space: Optional[str] = typer.Option(None, help=SPACE_HELP),
-    samples: int = typer.Option(1, min=1, max=64, help="Posterior samples; > 1 also writes <source>.spread.<ext>."),
-    fmt: str = typer.Option("wav", "--format", help="wav or flac."),
+    samples: int = typer.Option(1, min=1, max=64, help="Posterior samples; > 1 also writes <source>.spread.<ext> "
+                                "(needs Langevin steps: without them every sample is the same)."),
+    fmt: str = typer.Option("wav", "--format", help="wav (32-bit float) or flac (24-bit; a track whose stems "
+                            "exceed full scale is scaled by one stated gain instead of clipped)."),
     seed: int = typer.Option(0, help="Seed of the Langevin noise: the same seed gives the same stems."),
     backend: str = typer.Option("auto", help="auto (ONNX Runtime where the model has graphs), onnx or torch."),
     provider: str = typer.Option("auto", help="ONNX Runtime provider: auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, help="Replace stems that already exist."),
 ) -> None:
-    """Separate files into stems; the stems sum back to the input."""
-    from .audio import SUPPORTED_OUTPUT
+    """Separate files into stems; the stems sum back to the input.
+
+    Each track's stems appear together or not at all: they are computed in a hidden folder in OUT and
+    moved into place at the end (Ctrl-C or SIGTERM leaves nothing; a killed run's leftovers are
+    removed by the next run). Truncated input (a header promising more than the file holds) is
+    refused, not separated."""
+    import math
+
+    from .audio import SUPPORTED_OUTPUT, clean_stale_parts, publish, staging_dir
     from .separator import Separator
     from .progress import bar
 
@@ -470,24 +544,46 @@ def file_cmd(
     check_space(space)
     sep = Separator.load(model, backend=backend, steps=steps, samples=samples, seed=seed, provider=provider,
                          space=space)
+    if samples > 1 and sep.run.steps == 0:
+        fail(f"--samples {samples} needs Langevin steps, and this run has none (the model's card sets 0, or --steps "
+             "0): every sample would be the encoder's mean and the spread files all zero; use --steps K > 0 or "
+             "--samples 1")
+    unique: dict[Path, Path] = {}
+    for path in inputs:
+        if path.resolve() in unique:
+            console.print(f"note: {path} given twice: separated once", highlight=False, soft_wrap=True)
+        unique.setdefault(path.resolve(), path)
+    inputs = list(unique.values())
+    clean_stale_parts(out_dir)
     failed = 0
     with bar() as progress:
-        for path in inputs:
-            track = out_dir / path.stem
-            existing = [track / f"{s}.{fmt}" for s in sep.sources if (track / f"{s}.{fmt}").exists()]
+        for path, name in zip(inputs, track_names(inputs)):
+            track = out_dir / name
+            clean_stale_parts(track)
+            outputs = [*sep.sources, *(f"{s}.spread" for s in sep.sources if samples > 1)]
+            existing = [track / f"{s}.{fmt}" for s in outputs if (track / f"{s}.{fmt}").exists()]
             if existing and not overwrite:
                 console.print(f"[red]error:[/red] {path}: {existing[0]} exists (use --overwrite)", highlight=False)
                 failed += 1
                 continue
             task = progress.add_task(path.name, total=None, info="")
             try:
-                written = sep.separate_file(path, out_dir, fmt=fmt, progress=progress_cb(progress, task))
+                with staging_dir(out_dir, name) as stage:
+                    try:
+                        written = sep.separate_file(path, stage, fmt="wav", progress=progress_cb(progress, task))
+                    except RtsepError as exc:  # name the output the user asked for, not the hidden folder
+                        raise type(exc)(str(exc).replace(str(stage / path.stem), str(track))) from exc
+                    gain = publish(written, track, fmt)
             except RtsepError as exc:
                 progress.remove_task(task)
                 console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
                 failed += 1
                 continue
-            progress.update(task, info=f"-> {written[0].parent}")
+            progress.update(task, info=f"-> {track}")
+            if gain < 1.0:
+                console.print(f"note: {track}: stems scaled by {gain:.6f} ({20 * math.log10(gain):+.2f} dB) so FLAC "
+                              "does not clip them (stated in each file's comment tag); divide by it to sum to the "
+                              "input, or use --format wav (float)", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 
@@ -495,14 +591,24 @@ def file_cmd(
 @app.command("models")
 @one_line_errors
 def models_cmd() -> None:
-    """List shipped models with their sources and measured quality."""
+    """List installed models (RTSEP_MODELS, else the shipped ones) with their sources and rate."""
+    from .bundle import ENV, installed_models, models_dir
     from .card import read_card
-    from .separator import MODELS_DIR
 
-    for d in sorted(p for p in MODELS_DIR.iterdir() if (p / "card.json").exists()):
-        card = read_card(d)
+    root = models_dir()
+    found = installed_models()
+    if not found:
+        where = f"{root}" if root is not None else "the rtsep package or checkout"
+        fail(f"no models installed in {where}" + ("" if root is not None and root.is_dir() else " (no such folder)")
+             + f"; set {ENV} to a folder of model directories", 3)
+    for d in found:
+        try:
+            card = read_card(d)
+        except RtsepError as exc:  # one broken card must not hide the others
+            out.print(f"{d.name}: cannot read its card ({exc})", highlight=False, soft_wrap=True)
+            continue
         out.print(f"{d.name}: sources {', '.join(card.get('priors', {}))} at {card.get('sample_rate')} Hz"
-                  f"{'' if 'encoder' in card else ' (priors only)'}")
+                  f"{'' if 'encoder' in card else ' (priors only)'}", highlight=False)
 
 
 @app.command("export")

@@ -294,3 +294,211 @@ def test_atomic_writer_uncreatable_folder(tmp_path: Path) -> None:
         write_audio(afile / "deeper" / "out.wav", _noise(1, 10), SR)
     _assert_one_line(e, "afile")
     assert afile.read_text() == "x"
+
+
+# --- truncated input (issue 29): a header promising more than the body holds is refused ----------
+
+
+def _truncated_wav(path: Path, subtype: str = "PCM_16", keep: float = 0.5) -> Path:
+    sf.write(str(path), _noise(2, 4000).T, SR, subtype=subtype)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+@pytest.mark.parametrize("reader", ["info", "read", "blocks"])
+def test_truncated_wav_is_refused(tmp_path: Path, subtype: str, reader: str) -> None:
+    path = _truncated_wav(tmp_path / "cut.wav", subtype)
+    assert 0 < sf.info(str(path)).frames < 4000  # libsndfile alone would read the shorter body silently
+    fn = {"info": info_audio, "read": read_audio, "blocks": lambda p: list(iter_blocks(p, 512))}[reader]
+    with pytest.raises(AudioError, match="truncated") as e:
+        fn(path)
+    _assert_one_line(e, "cut.wav")
+    assert "4000" in str(e.value)  # says what the header promised
+
+
+def test_wav_with_unknown_data_size_is_read_to_its_end(tmp_path: Path) -> None:
+    """Streaming writers (ffmpeg to a pipe) leave 0xFFFFFFFF as the data size: not a truncation."""
+    path = tmp_path / "stream.wav"
+    audio = _noise(1, 1000, seed=4)
+    sf.write(str(path), audio.T, SR, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    back, _ = read_audio(path)
+    assert back.shape == (1, 1000)
+    assert info_audio(path)[2] == 1000
+
+
+def test_complete_wav_with_odd_chunks_is_not_called_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "list.wav"
+    sf.write(str(path), _noise(1, 777).T, SR, subtype="PCM_24")
+    with sf.SoundFile(str(path), "r+") as f:
+        f.title = "odd"  # adds a LIST chunk after the data
+    assert info_audio(path) == (SR, 1, 777)
+
+
+# --- disk full (issue 29): say so, not libsndfile's "System error." --------------------------------
+
+
+def test_disk_full_while_writing_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+    target = tmp_path / "x.wav"
+    with pytest.raises(AudioError) as e:
+        write_audio(target, _noise(1, 100), SR)
+    assert str(e.value) == f"disk full writing {target}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_libsndfile_error_on_a_full_disk_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libsndfile reports ENOSPC as "System error."; the free space on the folder tells them apart."""
+    from types import SimpleNamespace
+
+    def failing(self, data):
+        raise sf.LibsndfileError(2, prefix="")  # SF_ERR_SYSTEM -> "System error."
+
+    monkeypatch.setattr(sf.SoundFile, "write", failing)
+    free = {"bytes": 0}
+    monkeypatch.setattr("rtsep.audio.shutil.disk_usage", lambda p: SimpleNamespace(free=free["bytes"]))
+    with pytest.raises(AudioError, match=r"^disk full writing .*x\.wav$"):
+        write_audio(tmp_path / "x.wav", _noise(1, 100), SR)
+    free["bytes"] = 10**11  # plenty of room: another system error keeps libsndfile's words
+    with pytest.raises(AudioError, match="System error"):
+        write_audio(tmp_path / "x.wav", _noise(1, 100), SR)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _tiny_tmpfs(path: Path) -> bool:
+    import subprocess
+
+    path.mkdir()
+    try:
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)],
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def test_real_full_disk_on_a_tiny_tmpfs(tmp_path: Path) -> None:
+    import subprocess
+
+    disk = tmp_path / "tiny"
+    if not _tiny_tmpfs(disk):
+        pytest.skip("cannot mount a tmpfs here (needs root); the monkeypatched tests above cover the mapping")
+    try:
+        for fmt in ("wav", "flac"):
+            with pytest.raises(AudioError) as e:
+                write_audio(disk / f"x.{fmt}", _noise(1, 200000, seed=5), SR)
+            assert str(e.value) == f"disk full writing {disk / f'x.{fmt}'}"
+            assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+# --- temp names and stale .part files of killed runs (issue 29) ----------------------------------
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_temp_name_carries_the_pid(tmp_path: Path) -> None:
+    import os as _os
+
+    from rtsep.audio import is_temp_name
+
+    with AtomicWriter(tmp_path / "a.wav", SR, 1) as w:
+        (tmp,) = list(tmp_path.iterdir())
+        assert tmp.name.startswith(f".a.wav.{_os.getpid()}-") and is_temp_name(tmp.name)
+        w.write(_noise(1, 10))
+    assert not is_temp_name("a.wav") and not is_temp_name(".a.wav.part") and not is_temp_name("notes.part")
+
+
+def test_clean_stale_parts_removes_only_dead_runs_temp_files(tmp_path: Path) -> None:
+    import os as _os
+    import time
+
+    from rtsep.audio import clean_stale_parts
+
+    dead = _dead_pid()
+    gone = [tmp_path / f".a.wav.{dead}-0123abcd.part", tmp_path / ".b.wav.89abcdef.part"]  # dead run; old format
+    kept = [tmp_path / f".a.wav.{_os.getpid()}-0123abcd.part",  # a live writer (this process)
+            tmp_path / f".d.wav.{dead}-0123abcd.part",  # pid unknown here but just written: maybe another host's
+            tmp_path / ".c.wav.fedcba98.part",  # old format but fresh: maybe still being written
+            tmp_path / "notes.part", tmp_path / ".hidden", tmp_path / "a.wav", tmp_path / ".a.wav.1-xyz.part"]
+    stage = tmp_path / f".song.{dead}-00ff00ff.part"  # a dead run's staging folder
+    (stage / "song").mkdir(parents=True)
+    for p in [*gone, *kept, stage / "song" / "a.wav"]:
+        p.write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    for p in [*gone, kept[0], *kept[3:], stage, stage / "song", stage / "song" / "a.wav"]:
+        _os.utime(p, (old, old))
+    removed = clean_stale_parts(tmp_path)
+    assert sorted(removed) == sorted([*gone, stage])
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    assert clean_stale_parts(tmp_path / "missing") == []
+
+
+# --- publishing a set of stems: all or none, FLAC with a stated headroom (issue 29) ---------------
+
+
+def _staged_pair(folder: Path, peak: float) -> tuple[np.ndarray, list[Path]]:
+    x = _noise(2, 5000, seed=6, scale=1.0)
+    x *= peak / np.abs(x).max()
+    a = (0.7 * x).astype(np.float32)
+    b = (x - a).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "a.wav", folder / "b.wav"]
+    for p, s in zip(paths, (a, b)):
+        write_audio(p, s, SR)
+    return x, paths
+
+
+@pytest.mark.parametrize("peak", [0.5, 1.5])
+def test_publish_flac_keeps_loud_stems_summable(tmp_path: Path, peak: float) -> None:
+    from rtsep.audio import FLAC_PEAK, publish
+
+    x, staged = _staged_pair(tmp_path / "stage", peak)
+    top = max(float(np.abs(read_audio(p)[0]).max()) for p in staged)  # the loudest stem, not the mix
+    gain = publish(staged, tmp_path / "out", "flac")
+    assert gain == (1.0 if top <= FLAC_PEAK else pytest.approx(FLAC_PEAK / top))
+    stems = [read_audio(tmp_path / "out" / f"{s}.flac")[0] for s in "ab"]
+    assert max(np.abs(s).max() for s in stems) <= 1.0
+    np.testing.assert_allclose((stems[0] + stems[1]) / gain, x, atol=3e-6 * peak / gain)
+    if gain < 1:
+        assert f"{gain:.6f}" in sf.SoundFile(str(tmp_path / "out" / "a.flac")).comment
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.flac", "b.flac"]
+    assert not any((tmp_path / "stage").iterdir())  # the staged copies are moved or removed
+
+
+def test_publish_wav_moves_float_stems_exactly(tmp_path: Path) -> None:
+    from rtsep.audio import publish
+
+    x, staged = _staged_pair(tmp_path / "stage", 1.5)
+    before = [read_audio(p)[0] for p in staged]
+    assert publish(staged, tmp_path / "out", "wav") == 1.0
+    for p, s in zip(staged, before):
+        np.testing.assert_array_equal(read_audio(tmp_path / "out" / p.name)[0], s)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_publish_is_all_or_none(tmp_path: Path, fmt: str) -> None:
+    from rtsep.audio import publish
+
+    _, staged = _staged_pair(tmp_path / "stage", 0.5)
+    (tmp_path / "out" / f"b.{fmt}").mkdir(parents=True)  # the second target cannot be replaced
+    with pytest.raises(AudioError):
+        publish(staged, tmp_path / "out", fmt)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"b.{fmt}"]  # no a.<fmt>, no .part

@@ -131,3 +131,186 @@ def test_eval_with_an_out_of_range_chain_setting_is_one_line(toy_data):
                                  "--space", "signal", "--relabel-every", "2"])
     assert r.exit_code == 6, r.output
     assert "relabel_every 2" in r.output and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# --- issue 29: nothing lost, nothing partial -------------------------------------------------------
+
+def hidden_parts(folder):
+    return [p for p in folder.rglob("*") if p.name.endswith(".part")] if folder.exists() else []
+
+
+def error_lines(result):
+    return [ln for ln in result.output.splitlines() if ln.strip() and "━" not in ln]
+
+
+def test_same_name_in_different_folders_gets_distinct_tracks(random_model, tmp_path):
+    rng = np.random.default_rng(5)
+    xs = {}
+    for folder in ("live", "studio"):
+        (tmp_path / folder).mkdir()
+        xs[folder] = (rng.standard_normal(5000) * 0.1).astype(np.float32)
+        sf.write(tmp_path / folder / "take.wav", xs[folder], 16000, subtype="FLOAT")
+    for extra in ([], ["--overwrite"], ["--overwrite"]):  # --overwrite must not let one input replace the other
+        r = run(tmp_path / "live" / "take.wav", tmp_path / "studio" / "take.wav", "-o", tmp_path / "out",
+                "--model", random_model, "--steps", "0", *extra)
+        assert r.exit_code == 0, r.output
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["live_take", "studio_take"]
+        for folder, x in xs.items():
+            a, _ = sf.read(tmp_path / "out" / f"{folder}_take" / "a.wav")
+            b, _ = sf.read(tmp_path / "out" / f"{folder}_take" / "b.wav")
+            assert np.abs(a + b - x).max() < 1e-5, folder
+
+
+def test_the_same_input_twice_is_separated_once(random_model, tmp_path):
+    sf.write(tmp_path / "m.wav", np.random.default_rng(6).standard_normal(3000).astype(np.float32) * 0.1, 16000)
+    r = run(tmp_path / "m.wav", tmp_path / "m.wav", "-o", tmp_path / "out", "--model", random_model, "--steps", "0")
+    assert r.exit_code == 0, r.output
+    assert stems_of(tmp_path / "out", "m") == ["a.wav", "b.wav"] and len(list((tmp_path / "out").iterdir())) == 1
+    assert "given twice" in r.output
+
+
+def test_truncated_wav_is_refused_not_processed(random_model, tmp_path):
+    sf.write(tmp_path / "cut.wav", np.random.default_rng(7).standard_normal(8000).astype(np.float32) * 0.1, 16000)
+    data = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    r = run(tmp_path / "cut.wav", "-o", tmp_path / "out", "--model", random_model, "--steps", "0")
+    assert r.exit_code != 0
+    (line,) = error_lines(r)
+    assert "truncated" in line and "8000" in line, line
+    assert stems_of(tmp_path / "out", "cut") == [] and hidden_parts(tmp_path / "out") == []
+
+
+def test_loud_input_to_flac_is_scaled_not_clipped(tmp_path):
+    t = np.arange(12000) / 16000
+    sine = 1.5 * np.sin(2 * np.pi * 440 * t)  # peak 1.5, above what FLAC holds; toy4 gives it to one stem
+    x = np.stack([sine, -0.5 * sine], axis=1).astype(np.float32)
+    sf.write(tmp_path / "loud.wav", x, 16000, subtype="FLOAT")
+    r = run(tmp_path / "loud.wav", "-o", tmp_path / "out", "--model", "toy4", "--format", "flac")
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "out" / "loud").glob("*.flac"))
+    assert [f.name for f in files] == ["saw.flac", "sine.flac", "square.flac", "triangle.flac"]
+    stems = [sf.read(f)[0] for f in files]
+    comments = {sf.SoundFile(f).comment for f in files}
+    assert len(comments) == 1, comments  # one gain for the whole set, or they would not sum
+    gain = float(comments.pop().split("scaled by ")[1].split()[0])
+    assert 0 < gain < 1 and f"{gain:.6f}" in " ".join(r.output.split())  # stated in the files and on the console
+    assert max(np.abs(s).max() for s in stems) <= 1.0
+    assert np.abs(sum(stems) / gain - x).max() < 1e-5
+
+
+def test_samples_on_a_model_without_langevin_steps_is_refused(tmp_path):
+    sf.write(tmp_path / "m.wav", np.random.default_rng(9).standard_normal(3000).astype(np.float32) * 0.1, 16000)
+    r = run(tmp_path / "m.wav", "-o", tmp_path / "out", "--model", "toy4", "--samples", "2")  # toy4: K=0
+    assert r.exit_code != 0
+    (line,) = error_lines(r)
+    assert "--samples" in line and "spread" in line, line
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").rglob("*")) == []
+
+
+def test_full_disk_is_one_clear_line(random_model, tmp_path, monkeypatch):
+    import errno
+
+    real = sf.SoundFile.write
+    calls = {"n": 0}
+
+    def full(self, data):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+    sf.write(tmp_path / "m.wav", np.random.default_rng(10).standard_normal(3000).astype(np.float32) * 0.1, 16000)
+    r = run(tmp_path / "m.wav", "-o", tmp_path / "out", "--model", random_model, "--steps", "0")
+    assert r.exit_code != 0
+    (line,) = error_lines(r)
+    assert line.startswith(f"error: disk full writing {tmp_path / 'out' / 'm'}"), line
+    assert stems_of(tmp_path / "out", "m") == [] and hidden_parts(tmp_path / "out") == []
+
+
+def test_stale_parts_of_a_killed_run_are_removed(random_model, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a pid that is no longer running, as after a SIGKILL
+    track = tmp_path / "out" / "m"
+    track.mkdir(parents=True)
+    stale = [track / f".a.wav.{p.pid}-0123abcd.part", track / ".b.wav.89abcdef.part",
+             tmp_path / "out" / f".m.{p.pid}-00ff00ff.part"]
+    keep = [track / "notes.txt", track / f".a.wav.{os.getpid()}-0123abcd.part"]
+    for f in stale + keep:
+        f.write_bytes(b"x")
+    old = time.time() - 7200
+    for f in stale + keep:
+        os.utime(f, (old, old))
+    sf.write(tmp_path / "m.wav", np.random.default_rng(11).standard_normal(3000).astype(np.float32) * 0.1, 16000)
+    r = run(tmp_path / "m.wav", "-o", tmp_path / "out", "--model", random_model, "--steps", "0")
+    assert r.exit_code == 0, r.output
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in keep)
+    assert stems_of(tmp_path / "out", "m") == sorted(["a.wav", "b.wav", *(f.name for f in keep)])
+
+
+@pytest.mark.parametrize("models", ["empty", "missing"])
+def test_models_without_any_installed_is_one_line(tmp_path, models):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "models"
+    if models == "empty":
+        root.mkdir()
+    env = {**os.environ, "RTSEP_MODELS": str(root)}
+    r = subprocess.run([sys.executable, "-m", "rtsep", "models"], env=env, capture_output=True, text=True, timeout=120)
+    text = (r.stdout + r.stderr).strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert str(root) in text and "no models" in text
+    assert r.returncode != 0
+
+
+def test_models_lists_installed_and_marks_a_broken_card(tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(next(p for p in __import__("pathlib").Path(__file__).parents if (p / "models").is_dir())
+                    / "models" / "toy4", root / "toy4", ignore=shutil.ignore_patterns("*.pt", "onnx", "priors"))
+    (root / "broken").mkdir()
+    (root / "broken" / "card.json").write_text("{not json")
+    monkeypatch.setenv("RTSEP_MODELS", str(root))
+    r = CliRunner().invoke(app, ["models"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("broken: ") and lines[1].startswith("toy4: sources "), lines
+
+
+LONG_SECONDS = 40
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_mid_file_leaves_nothing_partial(tmp_path, sig):
+    """What docker stop / systemd / CI send (SIGTERM), and Ctrl-C: one line, non-zero, nothing partial."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    x = (np.random.default_rng(12).standard_normal(16000 * LONG_SECONDS) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "long.wav", x, 16000)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "rtsep", "file", str(tmp_path / "long.wav"), "-o", str(out),
+                             "--model", "toy4", "--steps", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not [p for p in hidden_parts(out) if p.is_file()] and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # wait until stems are being written
+    assert proc.poll() is None, "finished before it could be interrupted: make the input longer"
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=60)
+    lines = [ln for ln in (stdout + stderr).splitlines() if ln.strip() and "━" not in ln]
+    assert proc.returncode == {"SIGTERM": 143, "SIGINT": 130}[sig], (proc.returncode, stdout, stderr)
+    assert "Traceback" not in stderr and len(lines) == 1, lines
+    assert hidden_parts(out) == [] and list(out.rglob("*.wav")) == []
+    assert not os.path.exists(out / "long")
