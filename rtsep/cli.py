@@ -773,6 +773,8 @@ def live_cmd(
     provider: str = typer.Option("auto", help="ONNX Runtime provider: auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, min=1, help="Compute threads (default: the runtime's)."),
     blocksize: int = typer.Option(0, min=0, help="Frames per audio callback; 0 lets the host choose (lowest latency)."),
+    margin: float = typer.Option(0.0, min=0.0, max=10000.0, help="Extra output delay in ms: compute time a block "
+                                 "may take beyond one callback period (latency grows by as much)."),
     device_latency: str = typer.Option("low", help="PortAudio's suggested latency: low, high or seconds."),
     seed: int = typer.Option(0, help="Seed of the Langevin noise."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the final counters and latency as JSON."),
@@ -828,7 +830,8 @@ def live_cmd(
                          threads=threads)
     session = LiveSession(sep, input_device=in_dev["index"], output_device=output_device, channel=channels,
                           output_channel=output_channel, route=route, solo=tuple(solo or ()), sample_rate=rate,
-                          record_dir=record, blocksize=blocksize, device_latency=dev_latency, overwrite=overwrite)
+                          record_dir=record, blocksize=blocksize, device_latency=dev_latency, overwrite=overwrite,
+                          margin_ms=margin)
     title = (f"rtsep live: {in_dev['name']} ch {channels} -> {session.out_dev['name']} @ {session.sample_rate} Hz"
              + (f" (model {sep.sample_rate} Hz)" if session.sample_rate != sep.sample_rate else ""))
     error: Optional[BaseException] = None
@@ -876,7 +879,7 @@ def live_cmd(
         out.print(f"live: {st.seconds:.1f} s, {st.blocks} blocks at {st.sample_rate} Hz, latency {st.latency} "
                   f"samples ({st.latency_ms:.1f} ms: algorithmic {st.algorithmic_latency} at "
                   f"{st.model_sample_rate} Hz, resampling and alignment {st.resampler_latency}, callback "
-                  f"{st.block_frames}), "
+                  f"{st.block_frames}" + (f", margin {st.margin}" if st.margin else "") + "), "
                   f"overflows {st.overflows}, underflows {st.underflows}, late blocks {st.late_blocks}"
                   + (f", recorded to {record}" if record else ""), soft_wrap=True)
         if not st.kept_up:
@@ -885,7 +888,7 @@ def live_cmd(
                 hints.append("--backend onnx (faster)")
             if sep.run.steps:
                 hints.append(f"a smaller --steps (now {sep.run.steps})")
-            hints.append(f"a larger --hop (now {hop})")
+            hints.append(f"a larger --margin (now {margin:g} ms)")
             fail(f"could not keep up: {st.health()}; try " + " or ".join(hints), 7)
     elif session.stream_abandoned and isinstance(error, DeviceError):
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)

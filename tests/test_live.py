@@ -89,8 +89,17 @@ def live_args(model: Path, *extra) -> list:
             "--context", CONTEXT, "--lookahead", LOOKAHEAD, "--crossfade", CROSSFADE, *extra]
 
 
-def start_live(server: JackServer, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rtsep", *map(str, args)], env=server.env, cwd=REPO,
+# `python -m rtsep` that also says, as it exits, whether torch was imported (the ONNX path must not).
+TORCH_PROBE = ("import atexit, sys\n"
+               "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, flush=True))\n"
+               "sys.argv[0] = 'rtsep'\n"
+               "from rtsep.cli import main\n"
+               "main()\n")
+
+
+def start_live(server: JackServer, *args, probe_torch: bool = False) -> subprocess.Popen:
+    head = ["-c", TORCH_PROBE] if probe_torch else ["-m", "rtsep"]
+    return subprocess.Popen([sys.executable, *head, *map(str, args)], env=server.env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -346,11 +355,11 @@ def test_live_sums_to_input_at_reported_latency(jack_server, tiny_model, tmp_pat
 @needs_jack
 def test_routed_source_lands_on_its_channel_at_48k(jack48, tmp_path):
     """toy4 at a 48 kHz stereo device: `sine=L,*=R` puts a sine-heavy mixture's sine on L; L + R is the
-    input, resampled to 16 kHz and back, delayed by exactly the reported latency."""
+    input, resampled to 16 kHz and back, delayed by exactly the reported latency (with a 10 ms margin)."""
     rate, stats_path = 48000, tmp_path / "stats.json"
     x = tone_mix(rate, 3.0, sine=0.8, saw=0.05)  # offline, toy4 puts ~27x more energy on sine than the rest
     proc = start_live(jack48, "live", "--device", "jack", "--model", TOY4, "--threads", "1", "--route", "sine=L,*=R",
-                      "--seconds", "5.5", "--json", stats_path)
+                      "--margin", "10", "--seconds", "5.5", "--json", stats_path)
     y, at = drive(jack48, proc, [x], outputs=2)
     out, err = finish(proc)
     assert proc.returncode == 0 and "Traceback" not in err, err
@@ -359,7 +368,8 @@ def test_routed_source_lands_on_its_channel_at_48k(jack48, tmp_path):
     assert stats["route"]["channels"] == 2 and stats["route"]["gains"][0] == [0.0, 1.0, 0.0, 0.0]
     assert stats["resampler_latency_samples"] > 0
     assert stats["block_frames"] == PERIOD48
-    assert stats["latency_samples"] == 3 * (HOP + 512) + stats["resampler_latency_samples"] + PERIOD48
+    assert stats["margin_samples"] == 480  # --margin 10 (ms)
+    assert stats["latency_samples"] == 3 * (HOP + 512) + stats["resampler_latency_samples"] + PERIOD48 + 480
     assert stats["kept_up"] and stats["late_blocks"] == 0, stats
     delay = find_delay(y.sum(axis=0)[at:], x, max_lag=rate // 2)
     assert delay == stats["latency_samples"], (delay, stats)
@@ -372,19 +382,21 @@ def test_routed_source_lands_on_its_channel_at_48k(jack48, tmp_path):
 @needs_jack
 def test_default_model_records_at_device_rate_and_sigterm_ends_cleanly(jack48, tmp_path):
     """`rtsep live` with no model option (the default, music4) on a 48 kHz stereo device: the stereo
-    default route, recordings at 48 kHz that sum to what was played, and SIGTERM ends it as Ctrl-C."""
+    default route, recordings at 48 kHz that sum to what was played, SIGTERM ends it as Ctrl-C, and
+    the default ONNX path never imports torch."""
     from rtsep.audio import resample
 
     rate, rec_dir, stats_path = 48000, tmp_path / "rec", tmp_path / "stats.json"
     mix, sr = sf.read(REPO / "examples" / "music4-mix.wav", dtype="float32")
     x = resample(mix[None, : 3 * sr], sr, rate)[0]
     proc = start_live(jack48, "live", "--device", "jack", "--threads", "1", "--seconds", "60", "--record", rec_dir,
-                      "--json", stats_path)
+                      "--json", stats_path, probe_torch=True)
     y, at = drive(jack48, proc, [x], outputs=2)
     proc.send_signal(signal.SIGTERM)
     out, err = finish(proc, timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "live:" in out and f"recorded to {rec_dir}" in out
+    assert "torch imported: False" in out  # the default backend for music4 is ONNX Runtime, without torch
     stats = json.loads(stats_path.read_text())
     assert stats["sources"] == ["bass", "drums", "guitar", "piano"] and stats["sample_rate"] == rate
     np.testing.assert_allclose(stats["route"]["gains"], [[1, 2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3, 1]], atol=1e-6)

@@ -10,11 +10,12 @@ input to the model's rate and the stems back with kept soxr streams (rtsep.audio
 so the chain is the one `rtsep file` runs, fed in callback-sized pieces.
 
 Timing, in samples at the device's rate. Input sample ``i`` (counted from the stream's start) is
-played at output position ``i + delay``, where ``delay = lead + block``: ``lead`` is the most input
+played at output position ``i + delay``, where ``delay = lead + block + margin``: ``lead`` is the most input
 the chain (down-resampler, engine, up-resampler) ever needs beyond a sample before it can emit it,
 computed once by running the same chain's sample counts on silence (:func:`processing_lead`), i.e.
 the algorithmic latency ``hop + lookahead`` plus the resamplers' filter delay; one callback block
-on top gives the worker a callback period of wall time for each block. Alignment is kept by sample
+on top gives the worker a callback period of wall time for each block, and ``margin`` (``--margin``,
+default 0) more for a backend slower than that. Alignment is kept by sample
 index, not by queue order: output not ready when due is played as silence (an underflow), dropped
 when it arrives (a late block), and later output still plays at the same delay. Input chunks lost
 to a full queue are replaced by silence, so a dropped chunk never shifts later output either.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +53,10 @@ __all__ = ["LATE_FRACTION", "LiveSession", "LiveStats", "processing_lead", "proj
 LATE_FRACTION = 0.01
 """A run that, after warm-up, had more than this fraction of late blocks or of starved output callbacks
 did not keep up."""
+
+SWITCH_INTERVAL = 0.0005
+"""Seconds between the interpreter's GIL hand-offs while a session runs (Python's default is 5 ms, as long
+as a whole 256-frame callback period at 48 kHz: the audio callback would wait for the worker's GIL)."""
 
 _LEAD_FRAMES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 """Callback sizes whose lead is computed before the stream opens (the host picks one when blocksize=0)."""
@@ -116,6 +122,7 @@ class LiveStats:
     callbacks: int = 0
     block_frames: int = 0
     latency: int = 0
+    margin: int = 0
     algorithmic_latency: int = 0
     resampler_latency: int = 0
     """Device samples the chain's lead adds to the algorithmic latency: the soxr streams' delay (they emit in
@@ -167,7 +174,7 @@ class LiveStats:
             "blocks": self.blocks, "overflows": self.overflows, "underflows": self.underflows,
             "late_blocks": self.late_blocks, "device_overflows": self.device_overflows,
             "device_underflows": self.device_underflows, "callbacks": self.callbacks, "block_frames": self.block_frames,
-            "latency_samples": self.latency, "latency_ms": round(self.latency_ms, 3),
+            "latency_samples": self.latency, "latency_ms": round(self.latency_ms, 3), "margin_samples": self.margin,
             "algorithmic_latency_samples": self.algorithmic_latency,
             "resampler_latency_samples": self.resampler_latency,
             "device_latency_ms": [round(1000 * x, 3) for x in self.device_latency_s],
@@ -193,6 +200,8 @@ class LiveSession:
     input), complete files or none, finalised by stop() whatever ended the session. stop() drains the
     queued input for at most `drain_seconds` and drops the rest (counted as `discarded`).
     blocksize: frames per callback; 0 lets the host choose (adds no buffering of its own).
+    margin_ms: extra output delay, time the worker may take for a block beyond one callback period
+    (a block is due one callback after its input is complete; a slow backend needs more).
 
     Use: ``start()``, then call ``poll()`` regularly (it raises DeviceError when the device
     vanished and re-raises a worker failure), read ``stats()``, and always ``stop()``.
@@ -202,13 +211,15 @@ class LiveSession:
                  channel: int = 1, output_channel: int = 1, route: str | None = None, solo: tuple[str, ...] = (),
                  sample_rate: int | None = None, record_dir: Path | None = None, blocksize: int = 0,
                  device_latency: str | float = "low", overwrite: bool = False, queue_seconds: float = 2.0,
-                 warmup_seconds: float = 1.0, drain_seconds: float = 2.0) -> None:
+                 warmup_seconds: float = 1.0, drain_seconds: float = 2.0, margin_ms: float = 0.0) -> None:
         if channel < 1:
             raise DeviceError(f"input channel must be 1 or more, not {channel}")
         if output_channel < 1:
             raise DeviceError(f"output channel must be 1 or more, not {output_channel}")
         if blocksize < 0:
             raise DeviceError(f"blocksize must be 0 (host's choice) or positive, not {blocksize}")
+        if not 0 <= margin_ms <= 10_000:
+            raise DeviceError(f"margin must be within 0..10000 ms, not {margin_ms}")
         self.sep = separator
         self.engine = separator.engine
         self.sources = tuple(separator.sources)
@@ -250,6 +261,7 @@ class LiveSession:
         g = self.engine.geometry
         self.algorithmic_latency = g.latency  # model samples
         self._alg_device = int(round(g.latency * self.sample_rate / self.model_rate))
+        self.margin = int(round(margin_ms * self.sample_rate / 1000.0))  # extra device samples of compute time
         # Bounded queues: about `queue_seconds` of audio in callback-sized chunks each way.
         chunk = self.blocksize or 256
         self._in_q: queue.Queue = queue.Queue(maxsize=max(8, int(queue_seconds * self.sample_rate / chunk)))
@@ -338,6 +350,8 @@ class LiveSession:
             self._close_writers(discard=True)
             raise
         self._started_at = self._last_callback = time.monotonic()
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
         self._worker = threading.Thread(target=self._work, name="rtsep-live-worker", daemon=True)
         self._worker.start()
 
@@ -410,7 +424,7 @@ class LiveSession:
         if self._delay is None:
             self._block_frames = self.blocksize or frames
             self._lead = self._lead_for(self._block_frames)
-            self._delay = self._lead + self._block_frames
+            self._delay = self._lead + self._block_frames + self.margin
         outdata.fill(0)
         a = self._out_pos - self._delay  # device-rate output index due at outdata[0]
         b = a + frames
@@ -553,7 +567,9 @@ class LiveSession:
         """Device samples from the callback's input to its output: the chain's lead + one callback block."""
         if self._delay is not None:
             return self._delay
-        return self._lead_for(self.blocksize or 256) + (self.blocksize or 256) if self._leads else 0
+        if not self._leads:
+            return 0
+        return self._lead_for(self.blocksize or 256) + (self.blocksize or 256) + self.margin
 
     def _counters(self) -> dict[str, int]:
         return {"blocks": self._chunks, "late_blocks": self._late, "callbacks": self._callbacks,
@@ -603,14 +619,14 @@ class LiveSession:
         if self._warm is not None:
             now = self._counters()
             after = {k: now[k] - self._warm[k] for k in now}
-        lead = self._lead if self._delay is not None else self.delay - (self.blocksize or 256)
+        lead = self._lead if self._delay is not None else self.delay - (self.blocksize or 256) - self.margin
         return LiveStats(
             sample_rate=self.sample_rate, model_sample_rate=self.model_rate, sources=self.sources, route=self.route,
             running=t0 is not None and not self._stopping,
             seconds=0.0 if t0 is None else end - t0, blocks=self.state.block if hasattr(self, "state") else 0,
             overflows=self._overflows, underflows=self._underflows, late_blocks=self._late,
             device_overflows=self._device_overflows, device_underflows=self._device_underflows,
-            callbacks=self._callbacks, block_frames=self._block_frames, latency=self.delay,
+            callbacks=self._callbacks, block_frames=self._block_frames, latency=self.delay, margin=self.margin,
             algorithmic_latency=self.algorithmic_latency, resampler_latency=max(0, lead - self._alg_device),
             device_latency_s=lat, load=self._load, input_db=self._input_db, levels_db=tuple(self._levels),
             recorded=self._recorded, discarded=self._discarded, warmup_seconds=self.warmup_seconds, after_warmup=after,
@@ -630,6 +646,8 @@ class LiveSession:
             if self._worker is not None:
                 self._worker.join()
             self._close_writers(discard=False)  # no-op unless the worker never ran
+            if self._started_at is not None:
+                sys.setswitchinterval(self._switch_interval)
 
     def _close_streams(self) -> None:
         """Stop and close in a helper thread: a host API whose server died can hang or abort here."""
