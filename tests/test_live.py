@@ -306,6 +306,9 @@ def test_unknown_device_is_one_line_error(jack_server, tiny_model):
     assert r.returncode == 5 and "has 4 output channel(s)" in line and "--output-channel 5" in line, line
     r = rtsep(jack_server, "live", "--device", "jack", "--model", tiny_model, "--route", "drums=L", "--seconds", "1")
     assert r.returncode == 6 and "no source 'drums'" in one_line_error(r.stderr)
+    r = rtsep(jack_server, *live_args(tiny_model, "--rate", "48000", "--seconds", "1"))  # a 16 kHz server
+    line = one_line_error(r.stderr)
+    assert r.returncode == 5 and "48000 Hz" in line and "native rate is 16000 Hz" in line, line
 
 
 @needs_jack
