@@ -120,7 +120,8 @@ class BandPrior:
         return (-weight * t * grad_nll).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"mean": np.asarray(self.mean).tolist(), "spread": np.asarray(self.spread).tolist(), "sample_rate": self.sample_rate,
+        return {"mean": np.asarray(self.mean).tolist(), "spread": np.asarray(self.spread).tolist(),
+                "sample_rate": self.sample_rate,
                 "edges": list(self.edges)}
 
     @classmethod

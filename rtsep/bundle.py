@@ -71,7 +71,7 @@ def resolve_model(model: str | Path) -> Path:
     if _looks_like_path(text):
         path = Path(text)
         if not path.is_dir():
-            raise BundleError(f"no model directory {text}")
+            raise BundleError(f"{text} is not a model directory (it does not exist)")
         return path
     root = models_dir()
     if root is not None and (root / text).is_dir():

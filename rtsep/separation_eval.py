@@ -71,7 +71,8 @@ def evaluate_separation(model: str | Path, data: Path, steps: int | None = None,
             progress(i + 1, len(src))
     per_clip = {key: {"si_sdr": np.round(np.array(rows[key]), 3).tolist(),
                       "si_sdri": np.round(np.array(impr[key]), 3).tolist()} for key in rows}
-    result = {"model": str(model), "sources": list(sources), "steps": steps, "clips": int(len(src)), "seconds": src.shape[-1] / sep_k.sample_rate,
+    result = {"model": str(model), "sources": list(sources), "steps": steps, "clips": int(len(src)),
+              "seconds": src.shape[-1] / sep_k.sample_rate,
               "data": str(data), "split": split, "backend": backend, "seed": seed, "whole_clips": whole,
               "table": summarize(per_clip, sources), "per_clip": per_clip, "clip_index": index,
               "langevin": {**sep_k.run.langevin.__dict__, "steps": steps}}

@@ -39,7 +39,8 @@ def test_the_chain_climbs_the_band_prior_alone():
     equal split of low tone + high tone, the mask chain gives each tone to its source; without the
     band weight it leaves the equal split."""
     low, high = tones(8192)
-    shares = band_log_shares(torch.from_numpy(np.stack([low, high]) + 1e-3 * np.random.default_rng(1).standard_normal((2, 8192))), SR)
+    noise = 1e-3 * np.random.default_rng(1).standard_normal((2, 8192))
+    shares = band_log_shares(torch.from_numpy(np.stack([low, high]) + noise), SR)
     bands = BandPrior(shares.numpy(), np.full(shares.shape, 0.5), SR)
     src = np.stack([low, high])[None].astype(np.float32)
     mix = src.mean(axis=1)
@@ -70,7 +71,8 @@ def test_the_chain_rates_with_the_band_prior_it_climbs():
     start (the high tone in the low source) is relabelled by the band prior alone, and left swapped
     without it. mask_lr 0: the gradient steps do not move, so only the relabelling can."""
     low, high = tones(8192)
-    shares = band_log_shares(torch.from_numpy(np.stack([low, high]) + 1e-3 * np.random.default_rng(1).standard_normal((2, 8192))), SR)
+    noise = 1e-3 * np.random.default_rng(1).standard_normal((2, 8192))
+    shares = band_log_shares(torch.from_numpy(np.stack([low, high]) + noise), SR)
     bands = BandPrior(shares.numpy(), np.full(shares.shape, 0.5), SR)
     src = np.stack([low, high])[None].astype(np.float32)
     swapped = src[:, ::-1].copy()
@@ -79,6 +81,6 @@ def test_the_chain_rates_with_the_band_prior_it_climbs():
     cfg = LangevinConfig(steps=2, space="mask", temperature=0.0, mask_lr=0.0, relabel_every=1, band_weight=0.01)
     out = refine(swapped, src.mean(axis=1), run, cfg, np.random.default_rng(0), log_probs=flat, band_prior=bands)
     assert (si_sdr(src[0], out[0]) > 20).all(), si_sdr(src[0], out[0])
-    kept = refine(swapped, src.mean(axis=1), run, LangevinConfig(steps=2, space="mask", temperature=0.0, mask_lr=0.0,
-                                                                  relabel_every=1), np.random.default_rng(0), log_probs=flat)
+    plain = LangevinConfig(steps=2, space="mask", temperature=0.0, mask_lr=0.0, relabel_every=1)
+    kept = refine(swapped, src.mean(axis=1), run, plain, np.random.default_rng(0), log_probs=flat)
     assert (si_sdr(src[0], kept[0]) < 0).all(), si_sdr(src[0], kept[0])

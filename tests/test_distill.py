@@ -84,8 +84,8 @@ def test_distill_objective_regresses_the_labels_and_refuses_other_data(priors_on
         train_encoder(model, distilled, cfg, EncoderTraining(objective="supervised", steps=1, **tr), show=False)
     with pytest.raises(DataError, match="--objective distill"):
         train_encoder(model, distilled, cfg, EncoderTraining(objective="seed", steps=1, **tr), show=False)
-    labels = torch.from_numpy(np.stack([np.stack([sf.read(p, dtype="float32")[0] for p in clip_paths(distilled, sources, i)])
-                                        for i in range(3)]))
+    labels = torch.from_numpy(np.stack([np.stack([sf.read(p, dtype="float32")[0]
+                                                  for p in clip_paths(distilled, sources, i)]) for i in range(3)]))
     mix = labels.mean(dim=1, keepdim=True)
 
     def error() -> float:

@@ -1,4 +1,5 @@
-"""ONNX export: encoder, fused Langevin step and score graphs equal torch at two lengths; metadata; unusable dirs refused."""
+"""ONNX export: encoder, fused Langevin step and score graphs equal torch at two lengths; metadata; unusable
+dirs refused."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from rtsep import runtime
-from rtsep.card import read_card, update_card
+from rtsep.bundle import Bundle
+from rtsep.card import read_card, sha256, update_card
 from rtsep.errors import BundleError, RtsepError
 from rtsep.export import export_bundle
 from rtsep.nn.encoder import Encoder, EncoderConfig
@@ -73,11 +75,19 @@ def test_manifest_and_card(bundle):
     for name, g in on_disk["graphs"].items():
         assert len(g["sha256"]) == 64
         assert set(g["max_abs_error"]) == {f"random_{WINDOW}", f"random_{WINDOW // 2}", "audio0"}
-        assert g["worst_error"] < (1e-4 if name in ("encoder.onnx", "step.onnx") else 1e-4 * max(1, g["max_abs_output"])), name
+        bound = 1e-4 if name in ("encoder.onnx", "step.onnx") else 1e-4 * max(1, g["max_abs_output"])
+        assert g["worst_error"] < bound, name
     card = read_card(model_dir)["onnx"]
     assert card["dir"] == "onnx" and card["window"] == WINDOW
     assert card["graphs"] == {n: g["sha256"] for n, g in on_disk["graphs"].items()}
     assert "priors" in read_card(model_dir)  # other sections kept
+    # export records what it exported from: every weight's sha256 and the ordered sources, and the
+    # bundle it leaves passes the load-time check
+    full = read_card(model_dir)
+    assert full["weights"] == {n: sha256(model_dir / n) for n in ("encoder.pt", "priors/bass.pt", "priors/drums.pt")}
+    assert full["sources"] == SOURCES
+    loaded = Bundle.load(model_dir)
+    assert loaded.has_onnx and loaded.sources == tuple(SOURCES) and set(loaded.graphs) == names
 
 
 def test_metadata_embedded(bundle):
@@ -242,7 +252,7 @@ def test_mismatched_weights_raise(bundle, tmp_path):
                                                                     layers=2).to_dict()})
     with pytest.raises(BundleError, match="missing weights"):
         export_bundle(bad, window=WINDOW)
-    with pytest.raises(BundleError, match="no card.json"):
+    with pytest.raises(BundleError, match="not a model directory"):
         export_bundle(tmp_path / "nothing", window=WINDOW)
 
 

@@ -19,7 +19,8 @@ def residual(x, mix):
 
 def test_zero_steps_returns_the_warm_start():
     x0 = np.random.default_rng(0).standard_normal((1, 3, 64)).astype(np.float32)
-    out = refine(x0, np.zeros((1, 64), np.float32), chain(flat_score), LangevinConfig(steps=0), np.random.default_rng(0))
+    out = refine(x0, np.zeros((1, 64), np.float32), chain(flat_score), LangevinConfig(steps=0),
+                 np.random.default_rng(0))
     assert np.array_equal(out, x0)
 
 

@@ -220,7 +220,8 @@ def three_tone_moves():
         return gauss(x, sigma)
 
     cfg = LangevinConfig(steps=3, space="mask", temperature=0.0, mask_lr=0.05, swap_steps=3, swap_sigma=0.02)
-    return src, src.mean(axis=0, keepdims=True), run_steps(numpy_step(gaussian_scores(spectra))), gauss, log_probs, asked, cfg
+    run = run_steps(numpy_step(gaussian_scores(spectra)))
+    return src, src.mean(axis=0, keepdims=True), run, gauss, log_probs, asked, cfg
 
 
 def test_swap_moves_leave_a_swap_the_chain_keeps_and_pick_what_the_priors_rate_highest():

@@ -211,6 +211,7 @@ def test_contrast_fine_tuning_widens_the_gap_to_leaked_negatives(tiny_priors, to
         gaps[contrast] = _leak_gap(out, toy_data, "triangle", "sine")
     # Re-running the same command resumes the fine-tuning run (config from the start model, not the defaults).
     tr.steps = 42
-    entry = train_prior("triangle", toy_data, out, PriorConfig(source="triangle"), tr, show=False, init_from=tiny_priors)
+    entry = train_prior("triangle", toy_data, out, PriorConfig(source="triangle"), tr, show=False,
+                        init_from=tiny_priors)
     assert entry["training"]["steps_done"] == 42 and entry["training"]["init_from"] == str(tiny_priors)
     assert gaps[1.0] > gaps[0.0] + 0.05, gaps

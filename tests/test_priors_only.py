@@ -117,7 +117,8 @@ def test_ship_chain_settings_reach_the_card(random_model, tmp_path):
     """--chain KEY=VALUE sets the shipped card's chain (music4-seed: 16 mask steps climbing the band
     prior); a bad key or value is refused before anything is written."""
     chain = shipped.parse_chain(["steps=16", "space=mask", "temperature=0", "band_weight=0.1", "consistency=false"])
-    assert (chain.steps, chain.space, chain.temperature, chain.band_weight, chain.consistency) == (16, "mask", 0.0, 0.1, False)
+    got = (chain.steps, chain.space, chain.temperature, chain.band_weight, chain.consistency)
+    assert got == (16, "mask", 0.0, 0.1, False)
     with pytest.raises(BundleError, match="band_weight needs an encoder"):
         shipped.ship(random_model, tmp_path / "nb", encoder=random_model, chain=chain)  # no band prior to climb
     assert not (tmp_path / "nb").exists()  # refused before writing

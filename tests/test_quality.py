@@ -113,7 +113,8 @@ def test_band_weight_and_max_scale_reach_the_seed_objective(tiny_priors, toy_dat
     assert "band" not in parts and parts_b["band"] > 0
     assert abs(float(loss_b - loss) - parts_b["band"]) < 1e-3 * parts_b["band"]
     with pytest.raises(DataError, match="seed objective"):  # no silent no-op under another objective
-        train_encoder(model, toy_data, cfg, EncoderTraining(objective="supervised", steps=1, band_weight=0.1), show=False)
+        train_encoder(model, toy_data, cfg, EncoderTraining(objective="supervised", steps=1, band_weight=0.1),
+                      show=False)
     enc.zero_grad()
     (loss_b - loss).backward()
     assert sum(float(p.grad.abs().sum()) for p in enc.masks.parameters()) > 0

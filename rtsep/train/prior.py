@@ -22,7 +22,8 @@ from ..card import provenance, read_card, update_card
 from ..datasets.folder import SourceSet, list_sources, resolve_split
 from ..errors import BundleError
 from ..nn.flow import FlowPrior, PriorConfig
-from .checkpoint import extend_runs, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
+from .checkpoint import (extend_runs, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint,
+                         save_weights)
 from .progress import bar
 
 
@@ -173,7 +174,8 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
         data_runs = ckpt.get("data_runs") or [{"data": was.get("data", "?"), "train_clips": was.get("train_clips"),
                                                "from_step": 0}]
     data_runs = extend_runs(data_runs, {"data": str(data), "train_clips": len(train_set.clips)}, step)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
+    sched = torch.optim.lr_scheduler.LambdaLR(opt,
+                                              lambda s: 0.5 * (1 + math.cos(math.pi * min(s, tr.steps) / tr.steps)),
                                               last_epoch=step - 1 if step else -1)
     deadline = time.monotonic() + minutes * 60 if minutes else None
 
@@ -193,7 +195,8 @@ def train_prior(source: str, data: Path, model_dir: Path, cfg: PriorConfig, tr: 
             loss, info = nll, f"nll {nll.item():.3f}"
             if tr.contrast > 0:
                 neg, frac = leak_negatives(rng, own, others, tr)
-                hinge, gap = contrast_loss(prior, x, _noisy(rng, neg, cfg, sig.numpy())[0], sig, frac, tr.contrast_margin)
+                negative = _noisy(rng, neg, cfg, sig.numpy())[0]
+                hinge, gap = contrast_loss(prior, x, negative, sig, frac, tr.contrast_margin)
                 loss = nll + tr.contrast * hinge
                 info += f" hinge {hinge.item():.3f} gap {gap:.3f}"
             opt.zero_grad(set_to_none=True)
