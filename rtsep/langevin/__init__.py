@@ -14,7 +14,7 @@ between steps). Every step has the same form, so one graph serves the whole chai
     x' = x1 + proj * (m - mean_k x1)
 
 Modules: `config` (settings, `Step`, function types), `schedule` (the signal-space schedule and step
-runners), `masks` (the mask-logit chain and its STFT), `labels` (relabelling), `moves` (swap and band
+runners), `labels` (relabelling), `masks` (the mask-logit chain and its STFT), `moves` (swap and band
 moves), `chain` (`refine`, which a block calls). Each imports only those listed before it.
 """
 
