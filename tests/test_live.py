@@ -395,6 +395,11 @@ def test_default_model_records_at_device_rate_and_sigterm_ends_cleanly(jack48, t
     proc = start_live(jack48, "live", "--device", "jack", "--threads", "1", "--seconds", "60", "--record", rec_dir,
                       "--json", stats_path, probe_torch=True)
     y, at = drive(jack48, proc, [x], outputs=2)
+    reader = jack48.client("rtsep-aliases")
+    try:  # the JACK ports are named by the sources they carry (the default pan: three on each side)
+        aliases = [reader.get_port_by_name(f"PortAudio:out_{i}").aliases for i in range(2)]
+    finally:
+        reader.close()
     proc.send_signal(signal.SIGTERM)
     out, err = finish(proc, timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err, err
@@ -404,6 +409,9 @@ def test_default_model_records_at_device_rate_and_sigterm_ends_cleanly(jack48, t
     assert stats["sources"] == ["bass", "drums", "guitar", "piano"] and stats["sample_rate"] == rate
     np.testing.assert_allclose(stats["route"]["gains"], [[1, 2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3, 1]], atol=1e-6)
     assert stats["kept_up"], stats
+    assert aliases == [["rtsep:bass+drums+guitar"], ["rtsep:drums+guitar+piano"]], (aliases, stats["jack_port_aliases"])
+    assert stats["jack_port_aliases"] == {"PortAudio:out_0": "rtsep:bass+drums+guitar",
+                                          "PortAudio:out_1": "rtsep:drums+guitar+piano"}
     delay = find_delay(y.sum(axis=0)[at:], x, max_lag=rate // 2)
     assert delay == stats["latency_samples"]
     np.testing.assert_allclose(y.sum(axis=0)[at + delay : at + delay + len(x)], x, atol=1e-4, rtol=0)

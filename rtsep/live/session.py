@@ -133,6 +133,7 @@ class LiveStats:
     levels_db: tuple[float, ...] = field(default_factory=tuple)
     recorded: int = 0
     discarded: int = 0
+    port_aliases: dict[str, str] = field(default_factory=dict)
     """Input samples still queued when the drain after stop ran out of time (a run far behind), not recorded."""
     warmup_seconds: float = 1.0
     after_warmup: dict[str, int] | None = None
@@ -180,7 +181,7 @@ class LiveStats:
             "device_latency_ms": [round(1000 * x, 3) for x in self.device_latency_s],
             "load": round(self.load, 4), "input_db": num(self.input_db),
             "levels_db": {s: num(v) for s, v in zip(self.sources, self.levels_db)}, "recorded_samples": self.recorded,
-            "discarded_samples": self.discarded,
+            "discarded_samples": self.discarded, "jack_port_aliases": self.port_aliases,
             "warmup_seconds": self.warmup_seconds, "after_warmup": self.after_warmup, "kept_up": self.kept_up,
         }
 
@@ -299,6 +300,8 @@ class LiveSession:
         self._stopping = False
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self.port_aliases: dict[str, str] = {}
+        """JACK output port -> the alias naming the sources it carries (when the host is JACK, see _JackNamer)."""
         self.stream_abandoned = False
         """True when the device died under an open stream that PortAudio could not be trusted to close;
         the process should then exit without running PortAudio's own exit handler (it may hang)."""
@@ -343,12 +346,17 @@ class LiveSession:
                     self._close_writers(discard=True)
                     raise
                 self._writers.append(w)
+        namer = _JackNamer.before(self.out_dev)
         try:
             self._open_streams()  # callbacks start queueing input at once; the worker follows
         except BaseException:
             self._stopping = self._stopped = True
             self._close_writers(discard=True)
+            if namer is not None:
+                namer.close()
             raise
+        if namer is not None:
+            self.port_aliases = namer.name(self.route, self.output_channel)
         self._started_at = self._last_callback = time.monotonic()
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
@@ -629,7 +637,8 @@ class LiveSession:
             callbacks=self._callbacks, block_frames=self._block_frames, latency=self.delay, margin=self.margin,
             algorithmic_latency=self.algorithmic_latency, resampler_latency=max(0, lead - self._alg_device),
             device_latency_s=lat, load=self._load, input_db=self._input_db, levels_db=tuple(self._levels),
-            recorded=self._recorded, discarded=self._discarded, warmup_seconds=self.warmup_seconds, after_warmup=after,
+            recorded=self._recorded, discarded=self._discarded, port_aliases=dict(self.port_aliases),
+            warmup_seconds=self.warmup_seconds, after_warmup=after,
         )
 
     def stop(self) -> None:
@@ -673,3 +682,64 @@ class LiveSession:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _JackNamer:
+    """Alias PortAudio's JACK output ports with the sources they carry ('rtsep:drums', 'rtsep:bass+piano'),
+    so a patchbay (qjackctl, Carla, jack_lsp -A) shows which stem is where. Optional: needs the JACK-Client
+    package; any failure leaves the ports unnamed and the session untouched.
+
+    Our ports: of the output ports named out_<n> that appeared between `before` and `name` (the stream
+    registers them, so another PortAudio program on the same server is never renamed), those of the one
+    client that registered as many as the stream has output channels (preferring PortAudio's name)."""
+
+    def __init__(self, client, ports: set[str]) -> None:
+        self.client = client
+        self.ports = ports
+
+    @classmethod
+    def before(cls, out_dev: dict[str, Any]) -> _JackNamer | None:
+        if "jack" not in str(out_dev.get("hostapi", "")).lower():
+            return None
+        try:
+            import jack
+
+            client = jack.Client("rtsep-port-names", no_start_server=True)
+        except Exception:  # no JACK-Client, or no server this library can reach
+            return None
+        try:
+            return cls(client, {p.name for p in client.get_ports()})
+        except Exception:
+            client.close()
+            return None
+
+    def name(self, route: Route, output_channel: int) -> dict[str, str]:
+        named: dict[str, str] = {}
+        try:
+            groups: dict[str, list] = {}
+            for p in self.client.get_ports(is_audio=True, is_output=True):
+                if p.name not in self.ports and p.shortname.startswith("out_") and p.shortname[4:].isdigit():
+                    groups.setdefault(p.name.split(":", 1)[0], []).append(p)
+            fits = [c for c, ps in groups.items() if len(ps) == output_channel - 1 + route.channels]
+            if len(fits) > 1:
+                fits = [c for c in fits if c.startswith("PortAudio")]
+            if len(fits) == 1:
+                for p in groups[fits[0]]:
+                    c = int(p.shortname[4:]) - (output_channel - 1)
+                    if 0 <= c < route.channels:
+                        srcs = [s for k, s in enumerate(route.sources) if route.gains[c, k] != 0]
+                        alias = "rtsep:" + ("+".join(srcs) or "silent")
+                        if alias not in p.aliases:
+                            p.set_alias(alias)
+                        named[p.name] = alias
+        except Exception:
+            pass
+        finally:
+            self.close()
+        return named
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            pass
