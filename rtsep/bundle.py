@@ -203,7 +203,11 @@ class Bundle:
 
     @property
     def graphs(self) -> dict[str, str]:
-        """Exported graph file -> sha256, as the card records them (empty before `rtsep export`)."""
+        """Exported graph file -> sha256, as the card records them: empty before `rtsep export`, and
+        when the graphs' folder is gone altogether (a copy made for the torch backend); one graph
+        missing from the folder is a half-copied bundle, which `verify` refuses."""
+        if not self.onnx_dir.is_dir():
+            return {}
         return dict((self.card.get("onnx") or {}).get("graphs") or {})
 
     @property

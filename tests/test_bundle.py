@@ -140,6 +140,12 @@ def test_onnx_graphs_are_checked(toy4_copy, tmp_path):
     r = CliRunner().invoke(app, ["file", str(mix), "--model", str(model), "-o", str(tmp_path / "out")])
     assert r.exit_code == BundleError.exit_code and "sha256 mismatch" in r.output, r.output
     assert r.output.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+    graph.unlink()  # one graph gone: a half-copied bundle
+    with pytest.raises(BundleError, match=r"onnx/encoder\.onnx: missing"):
+        Bundle.load(model)
+    shutil.rmtree(model / "onnx")  # the whole folder gone: a copy for the torch backend
+    assert not Bundle.load(model).has_onnx
+    assert type(Separator.load(model).backend).__name__ == "TorchBackend"
 
 
 def test_onnx_graphs_of_other_sources_are_refused(toy4_copy, tmp_path):
