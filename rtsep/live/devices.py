@@ -1,4 +1,5 @@
-"""Audio devices for ``rtsep live``: listing, resolving by index or name, checking a rate.
+"""Audio devices for ``rtsep live``: listing, resolving by index or name, checking a rate, and
+naming a stream's JACK ports after the sources they carry.
 
 PortAudio (through sounddevice) is imported on demand: importing it enumerates devices, which
 `rtsep file` and the library never need.
@@ -6,11 +7,14 @@ PortAudio (through sounddevice) is imported on demand: importing it enumerates d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DeviceError
 
-__all__ = ["check_rate", "find_device", "label", "list_devices", "native_rate", "short_error"]
+if TYPE_CHECKING:
+    from .routing import Route
+
+__all__ = ["JackPortNamer", "check_rate", "find_device", "label", "list_devices", "native_rate", "short_error"]
 
 KINDS = ("input", "output")
 
@@ -138,3 +142,64 @@ def short_error(exc: BaseException) -> str:
     """An exception as one short line (PortAudio's messages span lines)."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+class JackPortNamer:
+    """Alias PortAudio's JACK output ports with the sources they carry ('rtsep:drums', 'rtsep:bass+piano'),
+    so a patchbay (qjackctl, Carla, jack_lsp -A) shows which stem is where. Optional: needs the JACK-Client
+    package; any failure leaves the ports unnamed and the session untouched.
+
+    Our ports: of the output ports named out_<n> that appeared between `before` and `name` (the stream
+    registers them, so another PortAudio program on the same server is never renamed), those of the one
+    client that registered as many as the stream has output channels (preferring PortAudio's name)."""
+
+    def __init__(self, client, ports: set[str]) -> None:
+        self.client = client
+        self.ports = ports
+
+    @classmethod
+    def before(cls, out_dev: dict[str, Any]) -> JackPortNamer | None:
+        if "jack" not in str(out_dev.get("hostapi", "")).lower():
+            return None
+        try:
+            import jack
+
+            client = jack.Client("rtsep-port-names", no_start_server=True)
+        except Exception:  # no JACK-Client, or no server this library can reach
+            return None
+        try:
+            return cls(client, {p.name for p in client.get_ports()})
+        except Exception:
+            client.close()
+            return None
+
+    def name(self, route: Route, output_channel: int) -> dict[str, str]:
+        named: dict[str, str] = {}
+        try:
+            groups: dict[str, list] = {}
+            for p in self.client.get_ports(is_audio=True, is_output=True):
+                if p.name not in self.ports and p.shortname.startswith("out_") and p.shortname[4:].isdigit():
+                    groups.setdefault(p.name.split(":", 1)[0], []).append(p)
+            fits = [c for c, ps in groups.items() if len(ps) == output_channel - 1 + route.channels]
+            if len(fits) > 1:
+                fits = [c for c in fits if c.startswith("PortAudio")]
+            if len(fits) == 1:
+                for p in groups[fits[0]]:
+                    c = int(p.shortname[4:]) - (output_channel - 1)
+                    if 0 <= c < route.channels:
+                        srcs = [s for k, s in enumerate(route.sources) if route.gains[c, k] != 0]
+                        alias = "rtsep:" + ("+".join(srcs) or "silent")
+                        if alias not in p.aliases:
+                            p.set_alias(alias)
+                        named[p.name] = alias
+        except Exception:
+            pass
+        finally:
+            self.close()
+        return named
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            pass

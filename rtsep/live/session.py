@@ -10,19 +10,19 @@ input to the model's rate and the stems back with kept soxr streams (rtsep.audio
 so the chain is the one `rtsep file` runs, fed in callback-sized pieces.
 
 Timing, in samples at the device's rate. Input sample ``i`` (counted from the stream's start) is
-played at output position ``i + delay``, where ``delay = lead + block + margin``: ``lead`` is the most input
-the chain (down-resampler, engine, up-resampler) ever needs beyond a sample before it can emit it,
-computed once by running the same chain's sample counts on silence (:func:`processing_lead`), i.e.
-the algorithmic latency ``hop + lookahead`` plus the resamplers' filter delay; one callback block
-on top gives the worker a callback period of wall time for each block, and ``margin`` (``--margin``,
-default 0) more for a backend slower than that. Alignment is kept by sample
-index, not by queue order: output not ready when due is played as silence (an underflow), dropped
+played at output position ``i + delay``, where ``delay = lead + block + margin``: ``lead`` is the
+most input the chain (down-resampler, engine, up-resampler) ever needs beyond a sample before it can
+emit it, computed once by running the same chain's sample counts on silence (:func:`processing_lead`),
+i.e. the algorithmic latency ``hop + lookahead`` plus the resamplers' filter delay; one callback
+block on top gives the worker a callback period of wall time for each block, and ``margin``
+(``--margin``, default 0) more for a backend slower than that. Alignment is kept by sample index, not
+by queue order: output not ready when due is played as silence (an underflow), dropped
 when it arrives (a late block), and later output still plays at the same delay. Input chunks lost
 to a full queue are replaced by silence, so a dropped chunk never shifts later output either.
 
 Stems are each source's contribution to the input (``s_k / N``, projected so that they sum to the
 input exactly), as ``rtsep file`` writes them; a :class:`~rtsep.live.routing.Route` mixes them onto
-the output channels.
+the output channels; on JACK the stream's output ports get aliases naming those sources.
 
 Health: a run *kept up* when, after the first ``warmup_seconds``, at most 1% of the emitted blocks
 were late, at most 1% of the output callbacks found no block ready for reasons other than the
@@ -45,7 +45,7 @@ import numpy as np
 from ..audio import AtomicWriter, StreamResampler
 from ..engine import BlockGeometry
 from ..errors import AudioError, DeviceError
-from .devices import _sd, check_rate, find_device, label, native_rate, short_error
+from .devices import JackPortNamer, _sd, check_rate, find_device, label, native_rate, short_error
 from .routing import Route, parse_route
 
 __all__ = ["LATE_FRACTION", "LiveSession", "LiveStats", "processing_lead", "project", "rms_db"]
@@ -301,7 +301,7 @@ class LiveSession:
         self._stop_lock = threading.Lock()
         self._stopped = False
         self.port_aliases: dict[str, str] = {}
-        """JACK output port -> the alias naming the sources it carries (when the host is JACK, see _JackNamer)."""
+        """JACK output port -> the alias naming the sources it carries (when the host is JACK, see JackPortNamer)."""
         self.stream_abandoned = False
         """True when the device died under an open stream that PortAudio could not be trusted to close;
         the process should then exit without running PortAudio's own exit handler (it may hang)."""
@@ -346,7 +346,7 @@ class LiveSession:
                     self._close_writers(discard=True)
                     raise
                 self._writers.append(w)
-        namer = _JackNamer.before(self.out_dev)
+        namer = JackPortNamer.before(self.out_dev)
         try:
             self._open_streams()  # callbacks start queueing input at once; the worker follows
         except BaseException:
@@ -683,63 +683,3 @@ class LiveSession:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-class _JackNamer:
-    """Alias PortAudio's JACK output ports with the sources they carry ('rtsep:drums', 'rtsep:bass+piano'),
-    so a patchbay (qjackctl, Carla, jack_lsp -A) shows which stem is where. Optional: needs the JACK-Client
-    package; any failure leaves the ports unnamed and the session untouched.
-
-    Our ports: of the output ports named out_<n> that appeared between `before` and `name` (the stream
-    registers them, so another PortAudio program on the same server is never renamed), those of the one
-    client that registered as many as the stream has output channels (preferring PortAudio's name)."""
-
-    def __init__(self, client, ports: set[str]) -> None:
-        self.client = client
-        self.ports = ports
-
-    @classmethod
-    def before(cls, out_dev: dict[str, Any]) -> _JackNamer | None:
-        if "jack" not in str(out_dev.get("hostapi", "")).lower():
-            return None
-        try:
-            import jack
-
-            client = jack.Client("rtsep-port-names", no_start_server=True)
-        except Exception:  # no JACK-Client, or no server this library can reach
-            return None
-        try:
-            return cls(client, {p.name for p in client.get_ports()})
-        except Exception:
-            client.close()
-            return None
-
-    def name(self, route: Route, output_channel: int) -> dict[str, str]:
-        named: dict[str, str] = {}
-        try:
-            groups: dict[str, list] = {}
-            for p in self.client.get_ports(is_audio=True, is_output=True):
-                if p.name not in self.ports and p.shortname.startswith("out_") and p.shortname[4:].isdigit():
-                    groups.setdefault(p.name.split(":", 1)[0], []).append(p)
-            fits = [c for c, ps in groups.items() if len(ps) == output_channel - 1 + route.channels]
-            if len(fits) > 1:
-                fits = [c for c in fits if c.startswith("PortAudio")]
-            if len(fits) == 1:
-                for p in groups[fits[0]]:
-                    c = int(p.shortname[4:]) - (output_channel - 1)
-                    if 0 <= c < route.channels:
-                        srcs = [s for k, s in enumerate(route.sources) if route.gains[c, k] != 0]
-                        alias = "rtsep:" + ("+".join(srcs) or "silent")
-                        if alias not in p.aliases:
-                            p.set_alias(alias)
-                        named[p.name] = alias
-        except Exception:
-            pass
-        finally:
-            self.close()
-        return named
-
-    def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:
-            pass
