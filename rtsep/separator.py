@@ -16,6 +16,7 @@ from .audio import AtomicWriter, StreamResampler, info_audio, iter_blocks, resam
 from .bundle import Bundle, models_dir, resolve_model
 from .engine import BlockEngine, BlockGeometry
 from .errors import AudioError, BundleError
+from .fullband import Share, project, residual_share
 from .langevin import LangevinConfig
 
 __all__ = ["DEFAULT_MODEL", "MODELS_DIR", "BACKENDS", "RunConfig", "Separator", "resolve_model"]
@@ -114,8 +115,7 @@ class Separator:
         stems = stems[..., :t]
         if stems.shape[-1] < t:
             stems = np.pad(stems, [(0, 0)] * 3 + [(0, t - stems.shape[-1])])
-        mean = stems.mean(axis=0)
-        mean += (audio - mean.sum(axis=0)) / n
+        mean = project(stems.mean(axis=0), audio, residual_share(sample_rate, self.sample_rate))
         spread = stems.std(axis=0)
         return mean.astype(np.float32), spread.astype(np.float32)
 
@@ -136,6 +136,7 @@ class Separator:
         down = StreamResampler(sr, self.sample_rate, channels)
         ups = [[StreamResampler(self.sample_rate, sr, channels) for _ in range(n)] for _ in range(self.run.samples)]
         state = self.engine.new_stream(channels, seed=self.run.seed, samples=self.run.samples)
+        share = residual_share(sr, self.sample_rate)  # one per stream: it keeps the stems' last samples
         # Input at the original rate must stay aligned with the output: keep a delay line of it.
         pending_in: list[np.ndarray] = []
         pending_out: list[np.ndarray] = []
@@ -158,7 +159,7 @@ class Separator:
                 est = self.engine.process(state, x)
                 if last:
                     est = np.concatenate([est, self.engine.flush(state, fed_model)], axis=-1)
-                self._emit(est, ups, pending_in, pending_out, writers, last)
+                self._emit(est, ups, pending_in, pending_out, writers, last, share)
                 if progress:
                     progress(min(done_in, frames), frames)
             for w in writers:
@@ -170,7 +171,7 @@ class Separator:
         return names
 
     def _emit(self, est: np.ndarray, ups, pending_in: list[np.ndarray], pending_out: list[np.ndarray], writers,
-              last: bool) -> None:
+              last: bool, share: Share) -> None:
         """Resample a piece of output back, align it with the input it belongs to, make it sum exactly."""
         s_chains, c, n, _ = est.shape
         back = np.stack([np.stack([ups[s][k].process(est[s, :, k] / n, last=last) for k in range(n)])
@@ -193,8 +194,7 @@ class Separator:
         if m == 0:
             return
         stems, mix = out[..., :m], audio[:, :m]
-        mean = stems.mean(axis=0)
-        mean += (mix - mean.sum(axis=0)) / n
+        mean = project(stems.mean(axis=0), mix, share)
         for k in range(n):
             writers[k].write(mean[k])
         if s_chains > 1:

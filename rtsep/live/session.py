@@ -45,6 +45,8 @@ import numpy as np
 from ..audio import AtomicWriter, StreamResampler
 from ..engine import BlockGeometry
 from ..errors import AudioError, DeviceError
+from ..fullband import Share, equal_share, residual_share
+from ..fullband import project as fullband_project
 from .devices import JackPortNamer, _sd, check_rate, find_device, label, native_rate, short_error
 from .routing import Route, parse_route
 
@@ -70,10 +72,9 @@ def rms_db(x: np.ndarray) -> float:
     return 20.0 * math.log10(rms) if rms > 1e-10 else -math.inf
 
 
-def project(stems: np.ndarray, mix: np.ndarray) -> np.ndarray:
-    """stems (N, m) -> stems + (mix - sum) / N: the nearest stems (least squares) that sum to mix (m,)."""
-    n = stems.shape[0]
-    return (stems + (mix - stems.sum(axis=0)) / n).astype(np.float32)
+def project(stems: np.ndarray, mix: np.ndarray, share: Share = equal_share) -> np.ndarray:
+    """Mono stems (N, m) made to sum to mix (m,): `rtsep.fullband.project`, the runtime's one projection."""
+    return fullband_project(stems[:, None], mix[None], share)[:, 0]
 
 
 def processing_lead(geometry: BlockGeometry, model_rate: int, device_rate: int, frames: int,
@@ -332,6 +333,7 @@ class LiveSession:
         self.state = self.engine.new_stream(1, seed=self.seed)
         self._down = StreamResampler(sr, msr, 1)
         self._up = StreamResampler(msr, sr, self.n)
+        self._share = residual_share(sr, msr)  # the band above the model's goes by the stems' high band
         self._pending_in: list[np.ndarray] = []  # device-rate input fed, not yet matched by output
         self._pending_out: list[np.ndarray] = []  # device-rate stems (N, m) not yet matched by input
         self._fed = 0
@@ -536,7 +538,7 @@ class LiveSession:
         self._pending_in = [mix[m:]] if mix.shape[0] > m else []
         if m == 0:
             return
-        stems = project(out[:, :m], mix[:m])
+        stems = project(out[:, :m], mix[:m], self._share)
         start = self._emitted
         self._emitted += m
         if not self._stopping:  # output due for playback (not the drain after the stream stopped)
