@@ -57,6 +57,14 @@ def test_setup_commands_match_ci():
     ci = CI.read_text()
     ci_test = re.search(r"^# README test command:\n(.+)$", ci, re.M).group(1).strip()
     assert tests.endswith(ci_test), f"the README's test command should end with CI's {ci_test!r}"
+    # Every check CI runs after installing the project (lint, tests) is in the README's command, in CI's order.
+    after = ci.split('-e ".[test]"', 1)[1].splitlines()[1:]
+    checks = [line.split("#", 1)[0].strip() for line in after if line.split("#", 1)[0].strip()]
+    assert checks and checks[-1] == ci_test
+    at = 0
+    for check in checks:
+        assert check in tests[at:], f"the README's test command lacks CI's {check!r}"
+        at = tests.index(check, at) + len(check)
     assert 'pip install -e ".[test]"' in tests and '-e ".[test]"' in ci
     assert apt_packages(ci) <= apt_packages(tests), "the test command installs less than CI does"
     assert "torch==2.13.0" in ci
