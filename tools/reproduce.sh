@@ -457,7 +457,7 @@ if [ "$SET" = music4-wide ]; then
   [ -f "$OUT/card.json" ] || { mkdir -p "$OUT" && cp -r models/music4/priors "$OUT/" && python -c "import json,sys; c=json.load(open('models/music4/card.json')); json.dump({k: c[k] for k in ('schema', 'priors', 'sample_rate', 'langevin') if k in c}, open(sys.argv[1], 'w'))" "$OUT/card.json"; }
   rtsep train encoder "$OUT" --data data/music4-v2 --objective supervised --front stft --stride 256 --n-fft 1024 \
     --blocks 8 --hidden 256 --bottleneck 128 --segment 16384 --batch 8 --steps 5000 --lr 1e-3 --loss sdr --coherent 0.5 \
-    --valid-every 500 --threads 2 --gain-min 0.5 --gain-max 1.0
+    --valid-every 500 --threads 1 --gain-min 0.5 --gain-max 1.0
   for d in m4v2-muse m4v2-fluid m4v2-style music4-muse-v1 music4-eval-v1; do
     rtsep eval separate "$OUT" --data "data/$d" --steps 0 --clips 40 --seconds 4 --label "$d" --json "runs/m4x-$d.json"
   done
