@@ -19,7 +19,8 @@ from rtsep.datasets.folder import SourceSet
 from rtsep.distill import CHAIN, DistillMixtures, clip_paths, make_distill_set, training_excerpts
 from rtsep.errors import ConfigError, DataError
 from rtsep.nn.encoder import EncoderConfig
-from rtsep.train.encoder import EncoderTraining, load_encoder, priors_fingerprint, train_encoder
+from rtsep.bundle import priors_fingerprint
+from rtsep.train.encoder import EncoderTraining, load_encoder, train_encoder
 
 MIX = DistillMixtures(clips=3, seconds=0.128, batch=2)
 CHAIN4 = replace(CHAIN, steps=4, swaps=1, swap_steps=2)

@@ -14,7 +14,6 @@ mask chain's estimates, so no stems reach it; its training mixtures remix those 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -25,13 +24,14 @@ import soxr
 import torch
 
 from ..bands import BandPrior, band_edges
+from ..bundle import priors_fingerprint
 from ..card import provenance, read_card, update_card
 from ..datasets.folder import SourceSet
 from ..distill import read_distill_manifest
 from ..errors import BundleError, DataError
 from ..nn.encoder import Encoder, EncoderConfig
 from .checkpoint import extend_runs, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, save_weights
-from .prior import load_prior, prior_paths
+from .prior import load_prior
 from .progress import bar
 
 LOG_2PI = math.log(2 * math.pi)
@@ -103,14 +103,6 @@ class EncoderTraining:
         frac = min(1.0, step / max(1, self.anneal_fraction * self.steps))
         sigma = self.kl_sigma_start * (self.kl_sigma / self.kl_sigma_start) ** frac
         return sigma, max(self.gamma, sigma)
-
-
-def priors_fingerprint(model_dir: Path, sources: list[str]) -> str:
-    """Short hash of the prior weights an encoder is trained under."""
-    h = hashlib.sha256()
-    for s in sources:
-        h.update(prior_paths(model_dir, s)[0].read_bytes())
-    return h.hexdigest()[:12]
 
 
 def encoder_paths(model_dir: Path) -> tuple[Path, Path]:
