@@ -16,6 +16,7 @@ from .bands import band_prior_of
 from .bundle import Bundle
 from .langevin import Step
 from .nn.score import step_function
+from .nn.tfprior import mask_grad_function
 
 
 class TorchBackend:
@@ -38,6 +39,10 @@ class TorchBackend:
         self.band_prior = band_prior_of(bundle.card) if encoder else None
         self.stride = self.encoder.cfg.stride if self.encoder else 1
         self._step = step_function(self.priors)
+        with self._threads():
+            self.tf_priors = bundle.torch_tf_priors()
+        self._tf_grad = mask_grad_function(self.tf_priors) if self.tf_priors else None
+        self.tf_grad = self._run_tf_grad if self.tf_priors else None
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
@@ -71,6 +76,14 @@ class TorchBackend:
         with self._threads():
             lp = torch.stack([p.shape_log_prob_sum(xt[:, k : k + 1], st) for k, p in enumerate(self.priors)], 1)
         return lp.numpy()
+
+    def _run_tf_grad(self, theta: np.ndarray, mix_power: np.ndarray, sigma: np.ndarray, weight: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The TF chain's gradient (see `rtsep.langevin.tfchain.TFGradFn`), the function tf_grad.onnx traces."""
+        with self._threads():
+            g, lp = self._tf_grad(*(torch.from_numpy(np.ascontiguousarray(a))
+                                    for a in (theta, mix_power, sigma, weight)))
+        return g.numpy(), lp.numpy()
 
     def langevin(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
         """Run the chain (see `rtsep.langevin`) with the same step function the ONNX graph traces."""

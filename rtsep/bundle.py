@@ -34,6 +34,7 @@ ENV = "RTSEP_MODELS"
 """Environment variable naming the folder of installed models; it overrides the packaged ones."""
 ONNX_ENCODER = "encoder.onnx"
 ONNX_STEP = "step.onnx"
+ONNX_TF_GRAD = "tf_grad.onnx"
 REEXPORT = "corrupt or edited; re-export with `rtsep export {dir}`"
 
 
@@ -89,6 +90,7 @@ def resolve_model(model: str | Path) -> Path:
 def weight_files(model_dir: Path, card: dict[str, Any]) -> list[str]:
     """The weight files the card's sections name, relative to MODEL_DIR, that exist."""
     names = (["encoder.pt"] if "encoder" in card else []) + [f"priors/{s}.pt" for s in card.get("priors") or {}]
+    names += [f"tf_priors/{s}.pt" for s in card.get("tf_priors") or {}]
     return [n for n in names if (Path(model_dir) / n).is_file()]
 
 
@@ -182,7 +184,18 @@ class Bundle:
             what, got = next(iter(wrong.items()))
             raise BundleError(f"{where}: sample_rate {rate} Hz, but {what} was trained at {got} Hz "
                               "(a card edited apart from its weights?)")
+        tf = card.get("tf_priors") or {}
+        if tf:
+            missing = [s for s in sources if s not in tf or not isinstance(tf[s], dict) or "config" not in tf[s]]
+            if missing:
+                raise BundleError(f"{where} has no TF prior config for source(s) {', '.join(missing)}")
+            wrong = [s for s in sources if tf[s]["config"].get("sample_rate") != rate]
+            if wrong:
+                raise BundleError(f"{where}: the TF prior of {wrong[0]!r} was trained at "
+                                  f"{tf[wrong[0]]['config'].get('sample_rate')} Hz, not {rate} Hz")
         bundle = cls(path, card, sources, rate, enc_cfg, configs, LangevinConfig.from_card(card, path))
+        if bundle.langevin.prior == "tf" and not tf:
+            raise BundleError(f"{where}: its chain climbs TF priors, and it has none (rtsep train prior --domain tf)")
         if verify:
             bundle.verify()
         return bundle
@@ -196,6 +209,10 @@ class Bundle:
     @property
     def has_encoder(self) -> bool:
         return self.encoder_config is not None
+
+    @property
+    def has_tf_priors(self) -> bool:
+        return bool(self.card.get("tf_priors"))
 
     @property
     def onnx_dir(self) -> Path:
@@ -239,6 +256,17 @@ class Bundle:
                 raise BundleError(f"{path}: sha256 mismatch ({REEXPORT.format(dir=self.path)})")
 
     # --- torch (training, export, the eager backend) -------------------------------------------
+
+    def torch_tf_priors(self) -> list[torch.nn.Module]:
+        """The TF priors, in source order, in eval mode (imports torch); [] when the bundle has none."""
+        from .nn.tfprior import TFPrior, TFPriorConfig
+
+        out = []
+        for s in self.sources if self.has_tf_priors else ():
+            cfg = _build(TFPriorConfig.from_dict, self.card["tf_priors"][s]["config"], f"TF prior {s!r}", self.path)
+            out.append(load_state(self.path / "tf_priors" / f"{s}.pt", _build(TFPrior, cfg, f"TF prior {s!r}",
+                                                                              self.path)).eval())
+        return out
 
     def torch_encoder(self) -> torch.nn.Module:
         """The encoder as a torch module in eval mode (imports torch)."""

@@ -71,7 +71,7 @@ def update_card(model_dir: Path, *path: str, value: Any) -> dict[str, Any]:
     """Set card[path[0]][path[1]]... = value and write the card back.
 
     Writing a network's section ("encoder", or "priors" <source>) after saving its weights, as
-    training does, re-records those weights' sha256 in a card that holds them ("weights", see
+    training does, also "tf_priors" <source>, re-records those weights' sha256 in a card that holds them ("weights", see
     `rtsep.bundle.seal`), and an encoder's sources in "sources": the card then describes the new
     weights, and `rtsep.bundle.Bundle` still refuses weights edited behind its back."""
     with card_lock(model_dir):
@@ -88,9 +88,10 @@ def update_card(model_dir: Path, *path: str, value: Any) -> dict[str, Any]:
 def _rerecord(model_dir: Path, card: dict[str, Any], path: tuple[str, ...]) -> None:
     if path[0] == "encoder" and "sources" in card:
         card["sources"] = list((card.get("encoder") or {}).get("config", {}).get("sources") or card["sources"])
-    if "weights" not in card or path[0] not in ("encoder", "priors"):
+    if "weights" not in card or path[0] not in ("encoder", "priors", "tf_priors"):
         return
-    names = ["encoder.pt"] if path[0] == "encoder" else [f"priors/{s}.pt" for s in (path[1:2] or card["priors"])]
+    names = (["encoder.pt"] if path[0] == "encoder"
+             else [f"{path[0]}/{s}.pt" for s in (path[1:2] or card[path[0]])])
     for name in names:
         if (model_dir / name).is_file():
             card["weights"][name] = sha256(model_dir / name)

@@ -188,17 +188,19 @@ def train_prior_cmd(
     out_dir: Path = typer.Option(..., "--out", help="Model directory (created or resumed)."),
     steps: int = typer.Option(3000, min=1, help="Total optimiser steps (resumes where it stopped)."),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
-    batch: int = typer.Option(16, min=1),
+    batch: Optional[int] = typer.Option(None, min=1, help="Excerpts per step (default: 16 wave, 32 tf)."),
     segment: int = typer.Option(8192, min=256, help="Training excerpt length in samples."),
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
-    hidden: int = typer.Option(32, min=4, help="WaveNet channels in each coupling."),
+    hidden: Optional[int] = typer.Option(None, min=4, help="Channels in each coupling (default: 32 WaveNet "
+                                         "channels wave, 128 MLP units tf)."),
     flows: int = typer.Option(6, min=1, help="Number of affine couplings."),
     layers: int = typer.Option(4, min=1, help="Dilated layers per coupling."),
     mixing: str = typer.Option("lu", help="Channel mixing between couplings: lu (learned 1x1, Glow) or flip."),
     sample_rate: int = typer.Option(16000, min=8000),
-    gain_min: float = typer.Option(0.5, help="Random gain augmentation, lower bound."),
-    gain_max: float = typer.Option(1.0, help="Random gain augmentation, upper bound."),
+    gain_min: Optional[float] = typer.Option(None, help="Random gain augmentation, lower bound (default: 0.5 "
+                                             "wave, 0.25 tf)."),
+    gain_max: Optional[float] = typer.Option(None, help="Random gain augmentation, upper bound (default: 1 wave, 2 tf)."),
     contrast: float = typer.Option(0.0, min=0.0, help="Weight of the margin term: own excerpts must out-score "
                                    "themselves with another source leaked in (DATA's other sources, no stems)."),
     contrast_margin: float = typer.Option(0.5, min=0.0, help="That margin in nats/sample, for a negative that is "
@@ -206,20 +208,40 @@ def train_prior_cmd(
     init_from: Optional[Path] = typer.Option(None, help="Start from this model directory's prior of SOURCE "
                                              "(its architecture and level; fresh optimiser): fine-tuning."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
+    domain: str = typer.Option("wave", help="wave: a flow on the waveform; tf: a flow on the log band energies "
+                               "of STFT frames, which the mask chain climbs (rtsep.nn.tfprior)."),
+    frames: int = typer.Option(64, min=4, help="tf: STFT frames per training excerpt."),
+    bands: int = typer.Option(80, min=8, help="tf: band energies per frame."),
 ) -> None:
     """Train one source's noise-conditioned flow prior on that source alone (or fine-tune one)."""
     from .nn.flow import MIXINGS, PriorConfig
 
     set_threads(threads)
+    if domain not in ("wave", "tf"):
+        fail(f"--domain must be wave or tf, not {domain!r}")
+    if domain == "tf":
+        from .nn.tfprior import TFPriorConfig
+        from .train.tfprior import TFPriorTraining, train_tf_prior
+
+        tf_cfg = TFPriorConfig(sample_rate=sample_rate, bands=bands, hidden=hidden or 128, layers=flows, seed=seed)
+        tf_tr = TFPriorTraining(steps=steps, batch=batch or 32, frames=frames, lr=lr, seed=seed,
+                                gain_min=0.25 if gain_min is None else gain_min,
+                                gain_max=2.0 if gain_max is None else gain_max)
+        entry = train_tf_prior(source, data, out_dir, tf_cfg, tf_tr, minutes=minutes, init_from=init_from)
+        t = entry["training"]
+        out.print(f"TF prior {source}: {t['steps_done']} steps in {t['seconds']:.0f} s, valid log p "
+                  f"{t['valid_log_prob_per_frame']:.1f} nats/frame")
+        return
     from .train.prior import PriorTraining, train_prior
 
     if segment % 16:
         fail("--segment must be a multiple of 16")
     if mixing not in MIXINGS:
         fail(f"--mixing must be {' or '.join(MIXINGS)}, not {mixing!r}")
-    cfg = PriorConfig(source=source, sample_rate=sample_rate, hidden=hidden, n_flows=flows, layers=layers,
+    cfg = PriorConfig(source=source, sample_rate=sample_rate, hidden=hidden or 32, n_flows=flows, layers=layers,
                       mixing=mixing)
-    tr = PriorTraining(steps=steps, batch=batch, segment=segment, lr=lr, seed=seed, gain_min=gain_min, gain_max=gain_max,
+    tr = PriorTraining(steps=steps, batch=batch or 16, segment=segment, lr=lr, seed=seed,
+                       gain_min=0.5 if gain_min is None else gain_min, gain_max=1.0 if gain_max is None else gain_max,
                        contrast=contrast, contrast_margin=contrast_margin)
     entry = train_prior(source, data, out_dir, cfg, tr, minutes=minutes, init_from=init_from)
     t = entry["training"]
@@ -244,20 +266,27 @@ def eval_priors_cmd(
     seed: int = typer.Option(1234),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a heatmap per sigma (PNG)."),
+    domain: str = typer.Option("wave", help="wave: the waveform flows; tf: the TF priors (nats per frame)."),
 ) -> None:
     """Cross-likelihood matrix of the priors: each column's best prior should be its own."""
     from rich.table import Table
 
-    from .prior_eval import evaluate_priors, plot_matrix
+    from .prior_eval import evaluate_priors, evaluate_tf_priors, plot_matrix
     from .progress import bar
 
-    with bar(transient=True) as progress:
-        task = progress.add_task("priors", total=None, info="")
-        res = evaluate_priors(model_dir, data, split=split, clips=clips, seed=seed,
-                              progress=progress_cb(progress, task))
+    if domain not in ("wave", "tf"):
+        fail(f"--domain must be wave or tf, not {domain!r}")
+    unit = "nats/sample" if domain == "wave" else "nats/frame"
+    if domain == "tf":
+        res = evaluate_tf_priors(model_dir, data, split=split, clips=clips, seed=seed)
+    else:
+        with bar(transient=True) as progress:
+            task = progress.add_task("priors", total=None, info="")
+            res = evaluate_priors(model_dir, data, split=split, clips=clips, seed=seed,
+                                  progress=progress_cb(progress, task))
     src = res["sources"]
     for sigma, mat, margin in zip(res["sigmas"], res["loglik"], res["min_margin_per_sigma"]):
-        t = Table(title=f"sigma={sigma:g}  min margin {margin:+.3f} nats/sample", title_justify="left")
+        t = Table(title=f"sigma={sigma:g}  min margin {margin:+.3f} {unit}", title_justify="left")
         t.add_column("prior \\ data")
         for s in src:
             t.add_column(s, justify="right")
@@ -265,13 +294,47 @@ def eval_priors_cmd(
             best = [max(r[j] for r in mat) for j in range(len(src))]
             t.add_row(p, *[f"[bold]{v:.3f}[/bold]" if v == best[j] else f"{v:.3f}" for j, v in enumerate(row)])
         out.print(t)
-    out.print(f"discriminative at every sigma: {res['discriminative']} (smallest margin {res['min_margin']:+.3f} nats/sample)")
+    out.print(f"discriminative at every sigma: {res['discriminative']} (smallest margin {res['min_margin']:+.3f} {unit})")
+    if domain == "tf":
+        out.print(f"smallest margin per sample: {res['min_margin_per_sample']:+.4f} nats; own prior best on "
+                  + ", ".join(f"{s} {min(w[s] for w in res['own_prior_wins']):.0%}" for s in src)
+                  + " of excerpts (worst sigma)")
+        if json_out:
+            write_json(json_out, res)
+        return
     for sigma, gc, gn in zip(res["sigmas"], res["score_rms_clean"], res["score_rms_noisy"]):
         out.print(f"sigma={sigma:g} score RMS clean/noisy: " + ", ".join(f"{s} {gc[s]:.3g}/{gn[s]:.3g}" for s in src))
     if json_out:
         write_json(json_out, res)
     if plot:
         plot_matrix(res, plot)
+
+
+@train_app.command("chain")
+@one_line_errors
+def train_chain_cmd(
+    model_dir: Path = typer.Argument(..., help="Model directory with an encoder and TF priors."),
+    data: Path = typer.Option(..., help="A generated set (DATA/train/<source>/*.wav, the same clips for every source)."),
+    chain_steps: int = typer.Option(4, "--chain-steps", min=1, max=16, help="K, the chain's steps."),
+    steps: int = typer.Option(200, min=1, help="Optimiser steps (resumes where it stopped)."),
+    batch: int = typer.Option(4, min=1),
+    seconds: float = typer.Option(2.0, min=0.5, help="Training excerpt length."),
+    lr: float = typer.Option(0.03),
+    seed: int = typer.Option(0),
+    minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
+) -> None:
+    """Learn the TF chain's levels, step sizes and prior weights through its K unrolled steps; the card's
+    chain becomes it (encoder and priors unchanged)."""
+    set_threads(threads)
+    from .train.chain import ChainTraining, train_chain
+
+    rec = train_chain(model_dir, data, ChainTraining(steps=steps, chain_steps=chain_steps, batch=batch,
+                                                     seconds=seconds, lr=lr, seed=seed), minutes=minutes)
+    v = rec["valid_si_sdri"]
+    out.print("valid SI-SDRi encoder -> chain: " + ", ".join(f"{s} {v['encoder'][s]:+.2f} -> {v['chain'][s]:+.2f}"
+                                                             for s in v["encoder"]))
+    out.print(f"learned: {rec['learned']}; run `rtsep export {model_dir}` for the ONNX graphs")
 
 
 @train_app.command("encoder")

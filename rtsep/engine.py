@@ -145,7 +145,8 @@ class BlockEngine:
         rng = np.random.default_rng([state.seed, state.block])
         est = refine(x0, mix, self.backend.langevin, self.langevin, rng,
                      log_probs=getattr(self.backend, "log_probs", None),
-                     band_prior=getattr(self.backend, "band_prior", None)).reshape(s, c, n, w)
+                     band_prior=getattr(self.backend, "band_prior", None),
+                     tf_grad=getattr(self.backend, "tf_grad", None)).reshape(s, c, n, w)
         a = g.context - start  # where this block's hop begins inside the refined span
         out = est[..., a : a + g.hop].copy()
         if g.crossfade:

@@ -48,6 +48,8 @@ from .nn.flow import FlowPrior
 from .nn.score import INPUT_NAMES as SCORE_INPUTS
 from .nn.score import OUTPUT_NAMES as SCORE_OUTPUTS
 from .nn.score import STEP_INPUTS, STEP_OUTPUTS, ScoreModule, StepModule, score_graph, step_function, step_graph
+from .nn.tfprior import (TF_GRAD_INPUTS, TF_GRAD_OUTPUTS, TFGradModule, TFPrior, mask_grad_function, mask_grad_graph,
+                         stft_power)
 
 WINDOW = 16384  # samples: ~1 s at 16 kHz, the block window (context + hop + lookahead) the graphs are traced at
 TOLERANCE = 1e-4
@@ -55,6 +57,7 @@ ENCODER_INPUTS = ("mix",)
 ENCODER_OUTPUTS = ("mean", "log_scale")
 ENCODER_FILE = "encoder.onnx"
 STEP_FILE = "step.onnx"
+TF_GRAD_FILE = "tf_grad.onnx"
 MANIFEST = "manifest.json"
 
 
@@ -185,6 +188,43 @@ def export_step(priors: Sequence[FlowPrior], path: Path, window: int, meta: dict
                             "lik": {0: batch}, "proj": {0: batch}})
     _name_io(program, STEP_INPUTS, STEP_OUTPUTS)
     _save(program, path, meta)
+
+
+def export_tf_grad(priors: Sequence[TFPrior], path: Path, meta: dict[str, Any]) -> None:
+    """tf_grad.onnx with dynamic batch and frame count (`rtsep.nn.tfprior.mask_grad_graph`)."""
+    from torch.export import Dim
+
+    batch, frames = Dim("batch", min=1, max=4096), Dim("frames", min=2, max=1 << 20)
+    module = TFGradModule(mask_grad_graph(list(priors)))
+    n, bins = len(priors), priors[0].cfg.n_fft // 2 + 1
+    example = (torch.zeros(2, n, 64, bins), torch.ones(2, 64, bins), torch.full((2,), 0.1), torch.ones(n))
+    with _quiet_export():
+        program = torch.onnx.export(
+            module, example, dynamo=True, verbose=False,
+            dynamic_shapes={"theta": {0: batch, 2: frames}, "mix_power": {0: batch, 1: frames}, "sigma": {0: batch},
+                            "weight": None})
+    _name_io(program, TF_GRAD_INPUTS, TF_GRAD_OUTPUTS)
+    _save(program, path, meta)
+
+
+def check_tf_grad(sess: Any, priors: Sequence[TFPrior], inputs: dict[str, np.ndarray], rng: np.random.Generator
+                  ) -> dict[str, dict[str, Any]]:
+    """tf_grad.onnx against `mask_grad_function` on each named (B, 1, T) input's STFT power, with random
+    mask logits and levels across the priors' range (relative tolerance: gradients reach ~1e3)."""
+    fn = mask_grad_function(list(priors))
+    cfg = priors[0].cfg
+    out = {}
+    for name, clean in inputs.items():
+        t = clean.shape[-1] - clean.shape[-1] % cfg.hop
+        power = stft_power(torch.from_numpy(clean[:, 0, :t]), cfg.n_fft, cfg.hop).numpy()
+        b, frames, bins = power.shape
+        feed = {"theta": (2 * rng.standard_normal((b, len(priors), frames, bins))).astype(np.float32),
+                "mix_power": power.astype(np.float32),
+                "sigma": np.geomspace(cfg.sigma_max, cfg.sigma_min, b).astype(np.float32),
+                "weight": rng.uniform(0.5, 1.5, len(priors)).astype(np.float32)}
+        got = sess.run(list(TF_GRAD_OUTPUTS), feed)
+        out[name] = _compare(got, fn(*(torch.from_numpy(feed[k]) for k in TF_GRAD_INPUTS)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +386,14 @@ def export_bundle(model_dir: Path | str | Bundle, out: Path | None = None, windo
             "receptive_field": max(p.receptive_field for p in priors.values())}
     export_step(list(priors.values()), out / STEP_FILE, window, meta)
     files[STEP_FILE] = ("step", list(priors.values()))
+    tf_priors = Bundle.load(model_dir, verify=False).torch_tf_priors()
+    if tf_priors:
+        c = tf_priors[0].cfg
+        meta = {**common, "graph": "tf_grad", "n_fft": c.n_fft, "hop": c.hop, "bands": c.bands}
+        export_tf_grad(tf_priors, out / TF_GRAD_FILE, meta)
+        files[TF_GRAD_FILE] = ("tf_grad", tf_priors)
+    else:  # a graph of an earlier export would no longer be in the manifest
+        (out / TF_GRAD_FILE).unlink(missing_ok=True)
     if not scores:  # graphs of an earlier export with scores=True would no longer be in the manifest
         for stale in out.glob("score_*.onnx"):
             stale.unlink()
@@ -373,6 +421,7 @@ def export_bundle(model_dir: Path | str | Bundle, out: Path | None = None, windo
         if check:
             errs = (check_encoder(sess, model, inputs) if kind == "encoder"
                     else check_step(sess, model, inputs, rng, langevin) if kind == "step"
+                    else check_tf_grad(sess, model, inputs, rng) if kind == "tf_grad"
                     else check_score(sess, model, inputs, rng))
             entry["max_abs_error"] = {k: r["error"] for k, r in errs.items()}
             entry["max_abs_output"] = max(r["scale"] for r in errs.values())

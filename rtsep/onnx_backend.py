@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .bands import band_prior_of
-from .bundle import ONNX_ENCODER, ONNX_STEP, Bundle
+from .bundle import ONNX_ENCODER, ONNX_STEP, ONNX_TF_GRAD, Bundle
 from .errors import BundleError
 from .langevin import Step
 from .runtime import CUDA, metadata, session
@@ -49,6 +49,8 @@ class OnnxBackend:
         self.band_prior = band_prior_of(bundle.card) if bundle.has_encoder else None
         self._onnx_dir, self._provider_choice, self._threads = bundle.onnx_dir, provider, threads
         self._scores: list | None = None  # per-source score graphs, loaded when relabelling first asks
+        self._tf = session(bundle.graph(ONNX_TF_GRAD), provider, threads) if ONNX_TF_GRAD in bundle.graphs else None
+        self.tf_grad = self._run_tf_grad if self._tf is not None else None
         self.provider = self.step.get_providers()[0]
         self.io_binding = self.provider == CUDA if io_binding is None else io_binding
         self._device = ("cuda", 0) if self.provider == CUDA else ("cpu", 0)
@@ -74,6 +76,13 @@ class OnnxBackend:
         return np.stack([sess.run(["log_prob"], {"x": np.ascontiguousarray(x[:, k : k + 1], dtype=np.float32),
                                                  "sigma": sigma.astype(np.float32)})[0] * t
                          for k, sess in enumerate(self._scores)], axis=1)
+
+    def _run_tf_grad(self, theta: np.ndarray, mix_power: np.ndarray, sigma: np.ndarray, weight: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The TF chain's gradient from tf_grad.onnx (see `rtsep.langevin.tfchain.TFGradFn`)."""
+        feeds = {"theta": theta, "mix_power": mix_power, "sigma": sigma, "weight": weight}
+        g, lp = self._tf.run(None, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+        return g, lp
 
     def langevin(self, x: np.ndarray, mix: np.ndarray, steps: list[Step]) -> np.ndarray:
         """Run the chain, one step.onnx call per step (see `rtsep.langevin`)."""

@@ -11,6 +11,7 @@ from .config import LangevinConfig, LogProbsFn, Step
 from .masks import mask_chain, numpy_stft
 from .moves import band_moves, swap_moves
 from .schedule import schedule, scores_from_steps
+from .tfchain import TFGradFn, tf_chain
 
 if TYPE_CHECKING:  # rtsep.bands is numpy-only, but a type hint need not load it
     from ..bands import BandPrior
@@ -18,14 +19,24 @@ if TYPE_CHECKING:  # rtsep.bands is numpy-only, but a type hint need not load it
 
 def refine(x0: np.ndarray, mix: np.ndarray, run: Callable[[np.ndarray, np.ndarray, list[Step]], np.ndarray],
            cfg: LangevinConfig, rng: np.random.Generator, renoise: bool = True,
-           log_probs: LogProbsFn | None = None, band_prior: BandPrior | None = None) -> np.ndarray:
+           log_probs: LogProbsFn | None = None, band_prior: BandPrior | None = None,
+           tf_grad: TFGradFn | None = None) -> np.ndarray:
     """x0 (B, N, T) warm starts (encoder means), mix (B, T) -> refined (B, N, T); K=0 returns x0.
 
     `run(x, mix (B, 1, T), steps)` executes the chain: a backend's `langevin`, or `run_steps`
     over a numpy step function. `log_probs` (a backend's) is needed when `cfg.relabel_every`, and
-    `band_prior` (a backend's `rtsep.bands.BandPrior`) when `cfg.band_weight`."""
+    `band_prior` (a backend's `rtsep.bands.BandPrior`) when `cfg.band_weight`, `tf_grad` (a backend's)
+    when `cfg.prior` is "tf"."""
     if cfg.steps <= 0:
         return x0
+    if cfg.prior == "tf":
+        if tf_grad is None:
+            raise BundleError("this chain climbs the time-frequency priors, which this model or backend does not have "
+                              "(rtsep train prior --domain tf, then rtsep export)")
+        t = x0.shape[-1]
+        pad = [(0, 0)] * (x0.ndim - 1) + [(0, -t % cfg.hop)]
+        mix2 = np.pad(np.broadcast_to(mix, (x0.shape[0], t)), pad[1:])
+        return tf_chain(np.pad(x0, pad), mix2, tf_grad, cfg, rng, numpy_stft(cfg.n_fft, cfg.hop))[..., :t]
     if cfg.space == "mask":
         if (cfg.relabel_every or cfg.chains > 1 or cfg.swaps or cfg.bands) and log_probs is None:
             raise BundleError("relabelling, swap and band moves and several chains need the priors' log-densities, "

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import BundleError, ConfigError
 
 SPACES = ("signal", "mask")
+PRIORS = ("flow", "tf")
 ScoreFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 """score(k, x (B, T), sigma (B,)) -> grad_x log p_k,sigma(x), shape (B, T)."""
 LogProbsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -90,7 +91,24 @@ class LangevinConfig:
     (`rtsep.bands`, stored in the card), added to the flows' scores; 0 off. The flows alone pull
     the high band out of drums, bass and piano (README, Session 18)."""
 
+    prior: str = "flow"
+    """Which priors the chain climbs: "flow", the waveform flows; "tf", the time-frequency priors
+    (`rtsep.nn.tfprior`, mask space only, `rtsep.langevin.tfchain`)."""
+    tf_sigmas: tuple[float, ...] = ()
+    tf_lrs: tuple[float, ...] = ()
+    tf_weights: tuple[float, ...] = ()
+    """The TF chain's learned levels, step sizes (one each per step) and per-source prior weights
+    (`rtsep train chain`); used when `steps` equals their length."""
+
     def __post_init__(self) -> None:
+        for name in ("tf_sigmas", "tf_lrs", "tf_weights"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if self.prior not in PRIORS:
+            raise ConfigError(f"unknown prior {self.prior!r} ({' or '.join(PRIORS)})")
+        if self.prior == "tf" and self.space != "mask":
+            raise ConfigError("the TF priors' chain runs in mask space only (space: mask)")
+        if len(self.tf_sigmas) != len(self.tf_lrs) or min(self.tf_sigmas, default=1.0) <= 0:
+            raise ConfigError("tf_sigmas and tf_lrs: one positive level and one step size per step")
         if self.space not in SPACES:
             raise ConfigError(f"unknown Langevin space {self.space!r} ({' or '.join(SPACES)})")
         if not 0.0 <= self.warm_start <= 1.0:
