@@ -651,6 +651,33 @@ def file_cmd(
         raise typer.Exit(2)
 
 
+@app.command("adapt")
+@one_line_errors
+def adapt_cmd(
+    model: str = typer.Argument(..., help="The model to adapt: an installed name (music4) or a directory."),
+    sources: Path = typer.Option(..., "--sources", help="Your solo recordings: SOURCES/<source>/*.wav (any rate, "
+                                 "channels, length); a source without a folder keeps its prior."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="The adapted model directory to write (or resume)."),
+    mixtures: Optional[Path] = typer.Option(None, help="Optional folder of your real mixtures (no stems needed)."),
+    minutes: float = typer.Option(25.0, min=1.0, help="Time budget for the whole run, export included."),
+    objective: str = typer.Option("seed", help="seed: the adapted priors' log-density of each estimate (the seed "
+                                  "objective); solo-mix: SI-SDR against the solo excerpts mixed."),
+    anchor: float = typer.Option(1.0, min=0.0, help="Weight of the pull back to the base model's estimates."),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
+) -> None:
+    """Fit a model to your own instruments from solo recordings: priors first, then the encoder on stem-free
+    mixtures; writes a complete model directory that `rtsep file` and `rtsep live` load."""
+    set_threads(threads)
+    from .train.adapt import AdaptConfig, adapt
+
+    rec = adapt(model, sources, out_dir, AdaptConfig(minutes=minutes, objective=objective, anchor=anchor, seed=seed),
+                mixtures=mixtures)
+    out.print(f"adapted {', '.join(rec['adapted_sources'])} in {rec['minutes_with_export']:.1f} min "
+              f"({rec['encoder']['steps_done']} encoder steps, objective {rec['objective']}); "
+              f"separate with: rtsep file --model {out_dir} IN.wav")
+
+
 @app.command("models")
 @one_line_errors
 def models_cmd() -> None:

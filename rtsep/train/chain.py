@@ -55,7 +55,7 @@ class Chain(torch.nn.Module):
         for p in priors:
             p.requires_grad_(False)
         cfg = priors[0].cfg
-        self.log_sigma = torch.nn.Parameter(torch.from_numpy(np.geomspace(0.5, 0.1, k)).float().log())
+        self.log_sigma = torch.nn.Parameter(torch.from_numpy(np.geomspace(0.2, 0.05, k)).float().log())
         self.raw_lr = torch.nn.Parameter(torch.full((k,), math.log(math.expm1(0.05))))
         self.log_weight = torch.nn.Parameter(torch.zeros(len(priors)))
         self.sigma_range = (cfg.sigma_min, cfg.sigma_max)

@@ -78,21 +78,21 @@ def standardisation(prior: TFPrior, data: SourceSet, rng: np.random.Generator, t
         prior.set_standardisation(torch.log(bands + cfg.floor).reshape(-1, cfg.bands))
 
 
-def train_tf_prior(source: str, data: Path, model_dir: Path, cfg: TFPriorConfig, tr: TFPriorTraining,
+def train_tf_prior(source: str, data: Path, model_dir: Path, cfg: TFPriorConfig | None, tr: TFPriorTraining,
                    minutes: float | None = None, show: bool = True, init_from: Path | None = None) -> dict:
     """Train (or resume) the TF prior of `source`; returns the card entry written. `init_from`: a model
-    directory whose TF prior for `source` starts this run (its config and standardisation kept):
-    fine-tuning on a user's own recordings (`rtsep adapt`)."""
+    directory whose TF prior for `source` starts this run (its config and standardisation kept; `cfg`
+    may then be None): fine-tuning on a user's own recordings (`rtsep adapt`)."""
     model_dir = Path(model_dir)
+    start = load_tf_prior(Path(init_from), source) if init_from is not None else None
+    if start is not None:
+        cfg = start.cfg
     card = read_card(model_dir)
     if card.get("sample_rate", cfg.sample_rate) != cfg.sample_rate:
         raise BundleError(f"{model_dir} holds models at {card['sample_rate']} Hz, not {cfg.sample_rate} Hz")
     weights, ckpt_path = tf_prior_paths(model_dir, source)
     train_set = SourceSet.load(data, source, cfg.sample_rate, "train")
     valid_set = SourceSet.load(data, source, cfg.sample_rate, "valid")
-    start = load_tf_prior(Path(init_from), source) if init_from is not None else None
-    if start is not None:
-        cfg = start.cfg
     ckpt = load_checkpoint(ckpt_path)
     torch.manual_seed(tr.seed)
     prior = TFPrior(cfg)
