@@ -663,6 +663,8 @@ def adapt_cmd(
     objective: str = typer.Option("seed", help="seed: the adapted priors' log-density of each estimate (the seed "
                                   "objective); solo-mix: SI-SDR against the solo excerpts mixed."),
     anchor: float = typer.Option(1.0, min=0.0, help="Weight of the pull back to the base model's estimates."),
+    blend: float = typer.Option(0.75, min=0.0, max=1.0, help="Share of the fine-tuned encoder weights kept (the rest "
+                                "the base's): less forgetting of what the base model knew."),
     seed: int = typer.Option(0),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
@@ -671,7 +673,8 @@ def adapt_cmd(
     set_threads(threads)
     from .train.adapt import AdaptConfig, adapt
 
-    rec = adapt(model, sources, out_dir, AdaptConfig(minutes=minutes, objective=objective, anchor=anchor, seed=seed),
+    rec = adapt(model, sources, out_dir, AdaptConfig(minutes=minutes, objective=objective, anchor=anchor, blend=blend,
+                                                     seed=seed),
                 mixtures=mixtures)
     out.print(f"adapted {', '.join(rec['adapted_sources'])} in {rec['minutes_with_export']:.1f} min "
               f"({rec['encoder']['steps_done']} encoder steps, objective {rec['objective']}); "

@@ -197,7 +197,8 @@ def export_tf_grad(priors: Sequence[TFPrior], path: Path, meta: dict[str, Any]) 
     batch, frames = Dim("batch", min=1, max=4096), Dim("frames", min=2, max=1 << 20)
     module = TFGradModule(mask_grad_graph(list(priors)))
     n, bins = len(priors), priors[0].cfg.n_fft // 2 + 1
-    example = (torch.zeros(2, n, 64, bins), torch.ones(2, 64, bins), torch.full((2,), 0.1), torch.ones(n))
+    b = n + 1
+    example = (torch.zeros(b, n, 64, bins), torch.ones(b, 64, bins), torch.full((b,), 0.1), torch.ones(n))
     with _quiet_export():
         program = torch.onnx.export(
             module, example, dynamo=True, verbose=False,

@@ -14,6 +14,7 @@ from rtsep.train.prior import PriorTraining, train_prior
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 TINY_PRIOR = dict(squeeze=16, n_flows=4, hidden=24, layers=4)
+TINY_TF = dict(bands=32, linear_bins=8, hidden=32, embed=16, layers=4, context=2)
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +61,17 @@ def write_random_model(model_dir, sources=("a", "b"), seed: int = 0):
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory):
     return write_random_model(tmp_path_factory.mktemp("random-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tf_priors(toy_data, tmp_path_factory):
+    """A model dir with four tiny toy4 TF priors, each trained a few seconds on its own source only."""
+    from rtsep.nn.tfprior import TFPriorConfig
+    from rtsep.train.tfprior import TFPriorTraining, train_tf_prior
+
+    model_dir = tmp_path_factory.mktemp("tiny-tf")
+    for k, source in enumerate(SOURCES):
+        train_tf_prior(source, toy_data, model_dir, TFPriorConfig(seed=k, **TINY_TF),
+                       TFPriorTraining(steps=150, batch=16, frames=12, lr=3e-3, gain_min=0.5, gain_max=1.5,
+                                       checkpoint_every=75), show=False)
+    return model_dir

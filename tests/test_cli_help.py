@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 from rtsep.cli import app
 
 COMMANDS = [[], ["data", "toy4"], ["data", "music4"], ["train", "prior"], ["train", "encoder"], ["eval", "priors"],
-            ["eval", "separate"], ["file"], ["models"], ["export"], ["bench"], ["devices"], ["live"]]
+            ["eval", "separate"], ["file"], ["models"], ["export"], ["bench"], ["devices"], ["live"],
+            ["train", "chain"], ["adapt"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "rtsep")

@@ -23,7 +23,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from jack_harness import PERIOD, REPO, JackServer, find_delay, wait_for_ports
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from jack_harness import PERIOD, REPO, JackServer, find_delay, wait_for_ports  # noqa: E402
 
 SR = 16000
 HOP, CONTEXT, LOOKAHEAD, CROSSFADE = 512, 4096, 512, 256

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from rtsep.datasets.toy4 import SOURCES
 from rtsep.langevin import LangevinConfig
 from rtsep.langevin.masks import NumpySTFT
 from rtsep.langevin.tfchain import tf_chain
 from rtsep.nn.tfprior import TFPrior, TFPriorConfig, band_index, mask_grad_function, mask_log_prob, stft_power
 from rtsep.train.tfprior import TFPriorTraining, train_tf_prior
 
-TINY = dict(bands=32, linear_bins=8, hidden=32, embed=16, layers=4, context=2)
+from conftest import TINY_TF as TINY
 
 
 def perturbed(cfg: TFPriorConfig, seed: int = 0) -> TFPrior:
@@ -126,21 +125,10 @@ def test_trainer_chain_matches_the_runtime_chain():
         g, lp = fn(*(torch.from_numpy(v) for v in a))
         return g.numpy(), lp.numpy()
 
-    lcfg = LangevinConfig(steps=3, space="mask", prior="tf", temperature=0.0, tf_sigmas=tuple(sigmas), tf_lrs=tuple(lrs),
-                          tf_weights=tuple(weight))
+    lcfg = LangevinConfig(steps=3, space="mask", prior="tf", temperature=0.0, tf_sigmas=tuple(sigmas),
+                          tf_lrs=tuple(lrs), tf_weights=tuple(weight))
     got = tf_chain(x0, mix, grad, lcfg, rng, NumpySTFT(1024, 256))
     assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
-
-
-@pytest.fixture(scope="module")
-def tiny_tf_priors(toy_data, tmp_path_factory):
-    """A model dir with four tiny toy4 TF priors, each trained a few seconds on its own source only."""
-    model_dir = tmp_path_factory.mktemp("tiny-tf")
-    for k, source in enumerate(SOURCES):
-        train_tf_prior(source, toy_data, model_dir, TFPriorConfig(seed=k, **TINY),
-                       TFPriorTraining(steps=150, batch=16, frames=12, lr=3e-3, gain_min=0.5, gain_max=1.5,
-                                       checkpoint_every=75), show=False)
-    return model_dir
 
 
 def test_tiny_tf_priors_prefer_their_own_source(tiny_tf_priors, toy_data):

@@ -57,7 +57,7 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tools")]
 from jack_harness import RTSEP_CLIENT, JackServer, find_delay, wait_for_ports  # noqa: E402
 
 from rtsep.audio import resample  # noqa: E402

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
-#   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-live (after music4)
+#   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  bash tools/reproduce.sh music4-tf (after music4)  |  music4-adapt (after music4-tf)
 #   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed | music4-bands | music4-v2-bands  (session 6-19 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
 #   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data, music4-bands after models/music4, music4-v2-bands from the data: README "Session 6" to "Session 19")
@@ -437,6 +437,40 @@ if [ "$SET" = toy4-v3 ]; then
   done
   for run in runs/t4v3 runs/t4c; do
     python research/leak_gap.py "$run" --data data/toy4-eval --sources sine triangle --sigmas 0.01 0.03 0.1
+  done
+  exit 0
+fi
+if [ "$SET" = music4-tf ]; then
+  # Session 21 (issue 25): the TF flow priors on generator v2 solos and the learned 2-step chain, added to
+  # models/music4 (after `reproduce.sh music4`); the shipped default since then. About 25 min on one thread.
+  OUT=${OUT:-models/music4}
+  [ -f data/music4-v2/manifest.json ] || rtsep data music4 data/music4-v2 --clips 800 --seconds 8 --seed 0 --meters 4/4,3/4
+  [ -f data/m4v2-muse/manifest.json ] || rtsep data music4 data/m4v2-muse --heldout --clips 40 --seconds 4 --seed 99 --meters 4/4,3/4
+  [ -f data/m4v2-fluid/manifest.json ] || rtsep data music4 data/m4v2-fluid --heldout --clips 40 --seconds 4 --seed 99 \
+    --meters 4/4,3/4 --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
+  for s in bass drums guitar piano; do
+    rtsep train prior --domain tf --source "$s" --data data/music4-v2 --out "$OUT" --steps 2500 --threads 1
+  done
+  rtsep train chain "$OUT" --data data/music4-v2 --chain-steps 2 --steps 200 --threads 1
+  for d in m4v2-fluid m4v2-muse; do
+    rtsep eval priors "$OUT" --domain tf --data "data/$d" --clips 40
+    rtsep eval separate "$OUT" --data "data/$d" --clips 40 --seconds 4 --backend torch --label "$d"
+  done
+  rtsep export "$OUT"
+  python tools/write_card.py "$OUT"
+  exit 0
+fi
+if [ "$SET" = music4-adapt ]; then
+  # Session 21 (issue 28): adapt models/music4 to TimGM6mb (the stand-in for a user's own instruments, in no
+  # default's training) from solo renders of other songs; evaluate on seed-99 songs it renders.
+  OUT=${OUT:-runs/music4-tim}
+  [ -f data/tim-user/manifest.json ] || rtsep data music4 data/tim-user --heldout --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 \
+    --seed 5 --clips 60 --seconds 8 --meters 4/4,3/4
+  [ -f data/tim-eval/manifest.json ] || rtsep data music4 data/tim-eval --heldout --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 \
+    --seed 99 --clips 40 --seconds 4 --meters 4/4,3/4
+  rtsep adapt music4 --sources data/tim-user/test -o "$OUT" --objective solo-mix --minutes 25 --threads 1
+  for d in tim-eval m4v2-fluid m4v2-muse; do
+    rtsep eval separate "$OUT" --data "data/$d" --clips 40 --seconds 4 --backend onnx --json "runs/eval/adapt-$d.json"
   done
   exit 0
 fi

@@ -49,6 +49,45 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
                                  [[p, *[f"**{v:.3f}**" if v == max(r[j] for r in mat) else f"{v:.3f}" for j, v in enumerate(row)]]
                                   for p, row in zip(pe["sources"], mat)]))
             out += ["", "Score RMS (smoothness) clean / noised: " + ", ".join(f"{s} {gc[s]:.1f} / {gn[s]:.1f}" for s in pe["sources"]), ""]
+    tf = card.get("tf_priors")
+    if tf:
+        out += ["", "## TF priors (one flow per source over log band energies of STFT frames, that source alone)", ""]
+        rows = []
+        for s, e in tf.items():
+            c, t = e["config"], e.get("training", {})
+            rows.append([s, f"{c['layers']} couplings, MLP {c['hidden']}, {c['bands']} bands, context {c['context']} frames",
+                         str(t.get("steps_done")), f"{t.get('seconds', 0) / 60:.1f} min", t.get("machine", "?"),
+                         str(t.get("valid_log_prob_per_frame")), str(t.get("data")), str(t.get("init_from") or "-")])
+        out.append(fmt_table(["source", "architecture", "steps", "train time", "hardware", "valid log p (nats/frame)",
+                              "data", "fine-tuned from"], rows))
+    for key, pe in (card.get("tf_prior_eval") or {}).items():
+        out += ["", f"### TF cross-likelihood on `{pe['data']}` (mean log p per STFT frame, {pe['clips']} excerpts of "
+                f"{pe['frames']} frames per source)", "",
+                f"Discriminative at every sigma: **{pe['discriminative']}**; margin per sigma "
+                + ", ".join(f"{sg:g}: {m:+.2f}" for sg, m in zip(pe["sigmas"], pe["min_margin_per_sigma"]))
+                + f" nats/frame. Command: `rtsep eval priors {model_dir} --domain tf --data {pe['data']} --clips {pe['clips']}`.", ""]
+        for sigma, mat, wins in zip(pe["sigmas"], pe["loglik"], pe["own_prior_wins"]):
+            out += [f"sigma = {sigma:g}; own prior best on " + ", ".join(f"{s} {w:.0%}" for s, w in wins.items())
+                    + " of excerpts", ""]
+            out.append(fmt_table(["prior \\ data", *pe["sources"]],
+                                 [[p, *[f"**{v:.1f}**" if v == max(r[j] for r in mat) else f"{v:.1f}" for j, v in enumerate(row)]]
+                                  for p, row in zip(pe["sources"], mat)]))
+            out.append("")
+    ch = card.get("chain")
+    if ch:
+        t, v = ch["training"], ch["valid_si_sdri"]
+        out += ["", f"## Learned chain (K = {ch['chain_steps']}, `rtsep train chain`)", "",
+                f"{t['steps_done']} steps of batch {t['batch']} x {t['seconds']} s on `{t['data']}` in "
+                f"{t['elapsed_seconds'] / 60:.1f} min; stems used for: {ch['stems_used_for']}. "
+                f"Learned: `{json.dumps(ch['learned'])}`. Valid-split SI-SDRi encoder -> chain: "
+                + ", ".join(f"{s} {v['encoder'][s]:+.2f} -> {v['chain'][s]:+.2f}" for s in v["encoder"]) + ".", ""]
+    ad = card.get("adapted")
+    if ad and ad.get("status") == "done":
+        out += ["## Adaptation (`rtsep adapt`)", "",
+                f"Base `{ad['base']}`, objective {ad['objective']}, {ad['minutes_with_export']} min; adapted "
+                f"{', '.join(ad['adapted_sources'])} from `{ad['sources_dir']}` ("
+                + ", ".join(f"{s}: {d['files']} files, {d['bytes'] / 1e6:.1f} MB, sha256 {d['sha256'][:12]}" for s, d in ad["data"].items())
+                + f"); encoder {ad['encoder']['steps_done']} steps.", ""]
     enc = card.get("encoder")
     if enc:
         c, t = enc["config"], enc["training"]

@@ -96,6 +96,10 @@ class Coupling(nn.Module):
         half = dims // 2
         self.register_buffer("idx_a", perm[:half].clone())
         self.register_buffer("idx_b", perm[half:].clone())
+        eye = torch.eye(dims)
+        # the split as one matmul by a permutation (a gather's backward is a scatter: slow in ONNX Runtime)
+        self.register_buffer("split", torch.cat([eye[:, perm[:half]], eye[:, perm[half:]]], dim=1), persistent=False)
+        self.half = half
         nb = dims - half
         self.net = nn.Sequential(nn.Linear(half + embed, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                                  nn.Linear(hidden, 2 * nb))
@@ -104,7 +108,8 @@ class Coupling(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (..., D), c (..., E) -> (y (..., D), log-det (...))."""
-        xa, xb = x[..., self.idx_a], x[..., self.idx_b]
+        xs = x @ self.split
+        xa, xb = xs[..., : self.half], xs[..., self.half :]
         s, t = self.net(torch.cat([xa, c], dim=-1)).chunk(2, dim=-1)
         s = 2.0 * torch.tanh(s / 2.0)
         return torch.cat([xa, xb * torch.exp(s) + t], dim=-1), s.sum(dim=-1)
@@ -178,20 +183,80 @@ def mask_log_prob(priors: list[TFPrior], theta: torch.Tensor, mix_power: torch.T
                         for k, pr in enumerate(priors)], dim=1)
 
 
+class StackedTFPriors(nn.Module):
+    """N TF priors of one architecture evaluated together: their weights stacked on a source axis and every
+    layer one batched matmul, so the traced gradient graph has a quarter of the nodes of N separate priors
+    (ONNX Runtime's per-node cost dominates the live chain's small blocks). Same numbers as `mask_log_prob`."""
+
+    def __init__(self, priors: list[TFPrior]) -> None:
+        super().__init__()
+        cfg = priors[0].cfg
+        shape = {k: v for k, v in cfg.to_dict().items() if k != "seed"}
+        if any({k: v for k, v in p.cfg.to_dict().items() if k != "seed"} != shape for p in priors):
+            raise ValueError("stacked TF priors need one architecture")
+        self.cfg, self.n = cfg, len(priors)
+        stack = lambda get: torch.stack([get(p).detach() for p in priors])  # noqa: E731
+        self.register_buffer("pool", priors[0].pool.clone())
+        self.register_buffer("mean", stack(lambda p: p.mean))
+        self.register_buffer("log_std", stack(lambda p: torch.log(p.std)))
+        ctx = [stack(lambda p, i=i: p.context[i].weight.T) for i in (0, 2)]
+        ctx_b = [stack(lambda p, i=i: p.context[i].bias) for i in (0, 2)]
+        for i, (w, b) in enumerate(zip(ctx, ctx_b)):
+            self.register_buffer(f"ctx_w{i}", w)
+            self.register_buffer(f"ctx_b{i}", b[:, None])
+        self.half = priors[0].layers[0].half
+        for j in range(cfg.layers):
+            self.register_buffer(f"split{j}", stack(lambda p, j=j: p.layers[j].split))
+            for i in (0, 2, 4):
+                self.register_buffer(f"w{j}_{i}", stack(lambda p, j=j, i=i: p.layers[j].net[i].weight.T))
+                self.register_buffer(f"b{j}_{i}", stack(lambda p, j=j, i=i: p.layers[j].net[i].bias)[:, None])
+
+    def forward(self, theta: torch.Tensor, mix_power: torch.Tensor, sigma: torch.Tensor,
+                weight: torch.Tensor) -> torch.Tensor:
+        """`mask_log_prob`: theta (B, N, L, bins), mix_power (B, L, bins), sigma (B,), weight (N,) -> (B, N)."""
+        n, c = self.n, self.cfg.context
+        p = torch.softmax(theta, dim=1)
+        power = (n * p) ** 2 * mix_power[:, None]
+        bands = torch.einsum("df,bnlf->nbld", self.pool, power)
+        u = (torch.log(bands + self.cfg.floor) - self.mean[:, None, None]) / torch.exp(self.log_std)[:, None, None]
+        ctx = torch.cat([nn.functional.pad(u, (0, 0, j + 1, 0))[:, :, : -(j + 1)] for j in range(c)], dim=-1)
+        log_sigma = torch.log(sigma)[None, :, None, None] * torch.ones_like(u[..., :1])
+        rows = torch.cat([u, ctx, log_sigma], dim=-1)  # (N, B, L, .)
+        d = u.shape[-1]
+        flat = rows.reshape(n, -1, rows.shape[-1])
+        h = nn.functional.gelu(torch.baddbmm(self.ctx_b0, flat[:, :, d:], self.ctx_w0))
+        h = torch.baddbmm(self.ctx_b1, h, self.ctx_w1)
+        z, logdet = flat[:, :, :d], torch.zeros_like(flat[:, :, 0])
+        for j in range(self.cfg.layers):
+            xs = torch.bmm(z, getattr(self, f"split{j}"))
+            xa, xb = xs[..., : self.half], xs[..., self.half :]
+            y = torch.cat([xa, h], dim=-1)
+            for i in (0, 2, 4):
+                y = torch.baddbmm(getattr(self, f"b{j}_{i}"), y, getattr(self, f"w{j}_{i}"))
+                if i < 4:
+                    y = nn.functional.gelu(y)
+            sc, t = y.chunk(2, dim=-1)
+            sc = 2.0 * torch.tanh(sc / 2.0)
+            z = torch.cat([xa, xb * torch.exp(sc) + t], dim=-1)
+            logdet = logdet + sc.sum(dim=-1)
+        lp = -0.5 * (z**2).sum(dim=-1) - 0.5 * d * math.log(2 * math.pi) + logdet - self.log_std.sum(dim=-1)[:, None]
+        per_item = lp.reshape(n, u.shape[1], -1).sum(dim=-1)  # (N, B)
+        return (per_item * weight[:, None]).T
+
+
 TF_GRAD_INPUTS = ("theta", "mix_power", "sigma", "weight")
 TF_GRAD_OUTPUTS = ("grad", "log_prob")
 
 
 def mask_grad_function(priors: list[TFPrior]):
     """(theta, mix_power, sigma, weight) -> (grad_theta sum of `mask_log_prob`, `mask_log_prob` (B, N)),
-    pure functional with the weights as detached constants: run eagerly (the torch backend) and traced
-    into tf_grad.onnx (`mask_grad_graph`), so both compute exactly this."""
-    modules = nn.ModuleList(priors)
-    state = {name: t.detach() for name, t in [*modules.named_parameters(), *modules.named_buffers()]}
+    pure functional on the priors' weights stacked as constants (`StackedTFPriors`): run eagerly (the torch
+    backend) and traced into tf_grad.onnx (`mask_grad_graph`), so both compute exactly this."""
+    stacked = StackedTFPriors(priors)
+    stacked.to(next(iter(priors[0].buffers())).dtype)
 
     def total(theta, mix_power, sigma, weight):
-        lp = torch.func.functional_call(_MaskLogProb(modules), {f"priors.{k}": v for k, v in state.items()},
-                                        (theta, mix_power, sigma, weight), strict=True)
+        lp = stacked(theta, mix_power, sigma, weight)
         return lp.sum(), lp
 
     def fn(theta, mix_power, sigma, weight):
@@ -200,22 +265,13 @@ def mask_grad_function(priors: list[TFPrior]):
     return fn
 
 
-class _MaskLogProb(nn.Module):
-    def __init__(self, priors: nn.ModuleList) -> None:
-        super().__init__()
-        self.priors = priors
-
-    def forward(self, theta, mix_power, sigma, weight):
-        return mask_log_prob(list(self.priors), theta, mix_power, sigma, weight)
-
-
-def mask_grad_graph(priors: list[TFPrior], frames: int = 64, batch: int = 2):
+def mask_grad_graph(priors: list[TFPrior], frames: int = 64):
     """Trace `mask_grad_function(priors)` symbolically: any batch, any frame count."""
     from .score import _trace
 
     n, bins = len(priors), priors[0].cfg.n_fft // 2 + 1
-    ex = (torch.zeros(max(batch, 2), n, frames, bins), torch.ones(max(batch, 2), frames, bins),
-          torch.full((max(batch, 2),), 0.1), torch.ones(n))
+    b = n + 1  # a batch size unlike every other axis, so the symbolic tracer keeps it free
+    ex = (torch.zeros(b, n, frames, bins), torch.ones(b, frames, bins), torch.full((b,), 0.1), torch.ones(n))
     return _trace(mask_grad_function, priors, ex, dynamic=True)
 
 

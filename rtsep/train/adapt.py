@@ -7,9 +7,12 @@
    "seed" (the default): the seed objective, the adapted priors' negative log-density of each estimate
    (mixture consistency is exact through the softmax masks), plus an anchor to the base encoder's
    estimates against forgetting. Objective "solo-mix": the negative SI-SDR against the solo excerpts
-   that were mixed (they are the user's recordings, not stems of a song), plus the same anchor.
-3. The result is a complete model directory: card with lineage (base model, folders' sizes and hashes,
-   minutes, objective), ONNX graphs, the base's learned chain (it climbs the adapted priors).
+   that were mixed (they are the user's recordings, not stems of a song), plus the same anchor. The
+   result is blended with the base's weights (`blend`), the stronger guard against forgetting.
+3. The chain's learned levels, steps and weights (`rtsep train chain`) are re-learned on the same solo
+   mixtures, for the adapted priors and encoder.
+4. The result is a complete model directory: card with lineage (base model, folders' sizes and hashes,
+   minutes, objective) and ONNX graphs.
 
 Every check on the input runs before any training starts; the run is resumable (the priors' and the
 encoder's checkpoints live in OUT/ckpt) and stays within its time budget.
@@ -50,8 +53,13 @@ class AdaptConfig:
     anchor: float = 1.0
     """Weight of the anchor: mean squared difference from the base encoder's estimates, relative to the
     mixture's power (so a weight of 1 costs as much as an error the size of the mixture)."""
+    blend: float = 0.75
+    """The adapted encoder's weights are blend * fine-tuned + (1 - blend) * base (weight-space ensembling,
+    WiSE-FT): on TimGM6mb, 0.75 kept nearly all the gain and cut the loss on FluidR3 renders from up to
+    0.9 dB to at most 0.3 (docs/research-log.md, session 21)."""
     prior_steps: int = 1500
     encoder_steps: int = 3000
+    chain_steps: int = 200
     batch: int = 8
     seconds: float = 2.0
     lr: float = 1e-4
@@ -163,15 +171,28 @@ def adapt(model: str | Path, sources_dir: Path, out: Path, cfg: AdaptConfig, mix
             show=show, init_from=bundle.path)
     # 2. the encoder, on stem-free mixtures of the user's solo excerpts (and mixtures)
     reserve = min(240.0, 0.2 * budget) if export else 0.0  # the export's share of the budget
-    record = adapt_encoder(bundle, out, files, mix_files, cfg, budget - reserve - (time.monotonic() - started), show)
-    # 3. lineage, then the ONNX graphs
+    k = bundle.langevin.steps if bundle.langevin.prior == "tf" else 0
+    chain_time = min(240.0, 0.15 * budget) if k else 0.0
+    left = budget - reserve - chain_time - (time.monotonic() - started)
+    record = adapt_encoder(bundle, out, files, mix_files, cfg, left, show)
+    # 3. the chain's 2K + N numbers, re-learned for the adapted priors and encoder on the same solo mixtures
+    chain = None
+    if k:
+        from .chain import ChainTraining, train_chain
+
+        solo = [SourceSet(s, [load_mono(p, bundle.sample_rate) for p in files[s]]) if s in files else None
+                for s in bundle.sources]
+        rec = train_chain(out, None, ChainTraining(chain_steps=k, steps=cfg.chain_steps, seed=cfg.seed), show=show,
+                          minutes=chain_time / 60, solo=solo)
+        chain = {"steps_done": rec["training"]["steps_done"], "valid_si_sdri": rec["valid_si_sdri"]}
+    # 4. lineage, then the ONNX graphs
     lineage = {"base": str(bundle.path), "status": "done", "objective": cfg.objective,
                "sources_dir": str(sources_dir), "adapted_sources": sorted(files),
                "kept_sources": [s for s in bundle.sources if s not in files],
                "data": {s: folder_fingerprint(f) for s, f in files.items()},
                "mixtures": folder_fingerprint(mix_files) if mix_files else None,
                "minutes": round((time.monotonic() - started) / 60, 1), "config": cfg.__dict__,
-               "encoder": record, **provenance()}
+               "encoder": record, "chain": chain, **provenance()}
     update_card(out, "adapted", value=lineage)
     if export:
         from ..export import export_bundle
@@ -256,10 +277,15 @@ def adapt_encoder(bundle: Bundle, out: Path, files: dict[str, list[Path]], mix_f
     checkpoint()
     enc.eval()
     enc.stft.fft = False
+    with torch.no_grad():  # the checkpoint keeps the fine-tuned weights; the model gets the blend
+        start = base.state_dict()
+        enc.load_state_dict({k: cfg.blend * v + (1 - cfg.blend) * start[k] if v.is_floating_point() else v
+                             for k, v in enc.state_dict().items()})
     save_weights(encoder_paths(out)[0], enc)
     card = read_card(out)
     entry = dict(card["encoder"])
     entry["adapted"] = {"steps_done": step, "seconds": round(elapsed, 1), "objective": cfg.objective,
+                        "blend": cfg.blend,
                         "history": history[-20:]}
     update_card(out, "encoder", value=entry)
     return entry["adapted"]

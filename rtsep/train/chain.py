@@ -113,11 +113,23 @@ def improvements(est: np.ndarray, src: np.ndarray, mix: np.ndarray) -> np.ndarra
     return out
 
 
-def train_chain(model: Path | str, data: Path, tr: ChainTraining, show: bool = True,
-                minutes: float | None = None) -> dict:
+def independent_excerpts(rng: np.random.Generator, sets: list[SourceSet | None], batch: int, length: int,
+                         gain: tuple[float, float]) -> np.ndarray:
+    """(batch, N, length): an independent random excerpt of each source's solo clips (zeros where None)."""
+    out = np.zeros((batch, len(sets), length), dtype=np.float32)
+    for k, s in enumerate(sets):
+        if s is not None:
+            out[:, k] = s.excerpts(rng, batch, length, gain=gain)
+    return out
+
+
+def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: bool = True,
+                minutes: float | None = None, solo: list[SourceSet | None] | None = None) -> dict:
     """Learn MODEL's TF chain (K = tr.chain_steps) on coherent mixtures of DATA's train split; write the
     card's langevin section (prior "tf", mask space, the learned schedule) and a "chain" record with the
-    valid-split SI-SDRi before and after. Returns that record."""
+    valid-split SI-SDRi before and after. Returns that record. `solo` (one set per source, None where a
+    source has none) instead: mixtures of independent excerpts of those solo clips (`rtsep adapt`: a
+    user's recordings, no song's stems), validated on other excerpts of them."""
     bundle = Bundle.load(model, verify=False)
     if not bundle.has_encoder or not bundle.has_tf_priors:
         raise BundleError(f"{bundle.path}: `rtsep train chain` needs an encoder and TF priors")
@@ -128,10 +140,15 @@ def train_chain(model: Path | str, data: Path, tr: ChainTraining, show: bool = T
     n_fft, hop = priors[0].cfg.n_fft, priors[0].cfg.hop
     chain = Chain(priors, tr.chain_steps, n_fft, hop)
     sr, sources = bundle.sample_rate, list(bundle.sources)
-    train_sets = [SourceSet.load(data, s, sr, "train") for s in sources]
-    valid_sets = [SourceSet.load(data, s, sr, "valid") for s in sources]
-    check_coherent(train_sets)
-    check_coherent(valid_sets)
+    if solo is None:
+        train_sets = [SourceSet.load(data, s, sr, "train") for s in sources]
+        valid_sets = [SourceSet.load(data, s, sr, "valid") for s in sources]
+        check_coherent(train_sets)
+        check_coherent(valid_sets)
+        draw = coherent_excerpts
+    else:
+        train_sets = valid_sets = solo
+        draw = independent_excerpts
     length = int(tr.seconds * sr) // hop * hop
     params = [chain.log_sigma, chain.raw_lr, chain.log_weight]
     opt = torch.optim.Adam(params, lr=tr.lr)
@@ -161,7 +178,7 @@ def train_chain(model: Path | str, data: Path, tr: ChainTraining, show: bool = T
     with bar(disable=not show) as progress:
         task = progress.add_task("chain", total=tr.steps, completed=step, info="")
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
-            src = torch.from_numpy(coherent_excerpts(rng, train_sets, tr.batch, length, (tr.gain_min, tr.gain_max)))
+            src = torch.from_numpy(draw(rng, train_sets, tr.batch, length, (tr.gain_min, tr.gain_max)))
             mix = src.mean(dim=1)
             x0 = encode(mix)
             loss = neg_si_sdr(chain(x0, mix), src) - neg_si_sdr(x0, src).detach()
@@ -180,20 +197,24 @@ def train_chain(model: Path | str, data: Path, tr: ChainTraining, show: bool = T
     checkpoint()
     sigmas, lrs, weight = (v.detach().double().numpy() for v in chain.schedule())
     # valid split: fixed coherent 4 s mixtures, encoder alone against encoder + this chain
-    vsrc = coherent_excerpts(np.random.default_rng(99), valid_sets, tr.valid_clips, 4 * sr // hop * hop, (0.5, 1.0))
+    vsrc = draw(np.random.default_rng(99), valid_sets, tr.valid_clips, 4 * sr // hop * hop, (0.5, 1.0))
     vmix = vsrc.mean(axis=1)
     x0 = encode(torch.from_numpy(vmix))
     refined = torch.cat([chain(x0[i : i + 1], torch.from_numpy(vmix[i : i + 1])).detach()
                          for i in range(len(vmix))]).numpy()
     before, after = improvements(x0.numpy(), vsrc, vmix), improvements(refined, vsrc, vmix)
-    training = {**tr.__dict__, "steps_done": step, "seconds": round(elapsed, 1), "data": str(data),
+    ok = [k for k in range(len(sources)) if not np.isnan(before[:, k]).all()]
+    before, after, sources = before[:, ok], after[:, ok], [sources[k] for k in ok]
+    training = {**tr.__dict__, "steps_done": step, "elapsed_seconds": round(elapsed, 1),
+                "data": str(data) if solo is None else "solo excerpts (rtsep adapt)",
                 "history": history[-20:], **provenance()}
     record = {"chain_steps": tr.chain_steps, "training": training,
               "valid_si_sdri": {"encoder": dict(zip(sources, np.round(np.nanmean(before, 0), 2).tolist())),
                                 "chain": dict(zip(sources, np.round(np.nanmean(after, 0), 2).tolist()))},
               "learned": {"tf_sigmas": sigmas.round(5).tolist(), "tf_lrs": lrs.round(5).tolist(),
                           "tf_weights": weight.round(5).tolist()},
-              "stems_used_for": "the 2K + N chain numbers only (encoder and priors frozen)"}
+              "stems_used_for": ("the 2K + N chain numbers only (encoder and priors frozen)" if solo is None else
+                                 "none: mixtures of the user's solo excerpts train the 2K + N chain numbers")}
     lcfg = replace(LangevinConfig.from_card(bundle.card, bundle.path), steps=tr.chain_steps, space="mask", prior="tf",
                    temperature=0.0, warm_start=1.0, n_fft=n_fft, hop=hop, **record["learned"])
     fields = {k: getattr(lcfg, k) for k in LangevinConfig.__dataclass_fields__}
