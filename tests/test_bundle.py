@@ -48,8 +48,10 @@ def test_shipped_bundles_load_and_verify():
     for name in names:
         b = Bundle.load(name)
         assert b.has_encoder and b.has_onnx and b.sample_rate == 16000 and len(b.sources) == 4
-        assert set(b.card["weights"]) == {"encoder.pt", *(f"priors/{s}.pt" for s in b.sources)}
+        tf = [f"tf_priors/{s}.pt" for s in b.sources] if b.has_tf_priors else []
+        assert set(b.card["weights"]) == {"encoder.pt", *(f"priors/{s}.pt" for s in b.sources), *tf}
         assert list(b.card["sources"]) == list(b.sources) == b.encoder_config["sources"]
+    assert Bundle.load("music4").has_tf_priors and Bundle.load("music4").langevin.prior == "tf"  # the shipped chain
 
 
 def test_name_resolves_to_installed_before_a_folder_in_the_current_directory(tmp_path, monkeypatch):

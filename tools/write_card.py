@@ -106,6 +106,13 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
         out += ["", f"Command: `rtsep eval separate {res.get('model', model_dir)} --data {res['data']} --steps {res['steps']}"
                 f"{chain_flags(res)} --clips {res['clips']} --seconds {res['seconds']:g}"
                 f"{' --whole' if res.get('whole_clips') else ''}{'' if res.get('split', 'test') == 'test' else ' --split ' + res['split']}`", ""]
+    bench = card.get("bench_cpu")
+    if bench:
+        out += ["## Speed (live geometry, CPU)", "", f"Command: `{bench['command']}`. {bench.get('note', '')}", ""]
+        out.append(fmt_table(["engine", "steps", "RTF", "p50 ms", "p99 ms", "latency ms"],
+                             [[r["engine"], str(r["steps"]), f"{r['rtf']:.3f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                               f"{r['latency_ms']:.0f}"] for r in bench["records"]]))
+        out.append("")
     if card.get("langevin"):
         out += ["## Langevin defaults", "", "`" + json.dumps(card["langevin"]) + "`", ""]
     if card.get("notes"):
