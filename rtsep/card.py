@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +20,7 @@ try:
 except ImportError:  # Windows: no advisory locks; one writer at a time is then the user's job
     fcntl = None
 
+from .atomic import write_text
 from .errors import BundleError
 
 CARD = "card.json"
@@ -43,16 +43,7 @@ def read_card(model_dir: Path) -> dict[str, Any]:
 
 def write_card(model_dir: Path, card: dict[str, Any]) -> None:
     """Atomically replace MODEL_DIR/card.json."""
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CARD}.", suffix=".tmp", dir=model_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(card, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, model_dir / CARD)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(Path(model_dir) / CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
 @contextmanager

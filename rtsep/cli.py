@@ -77,9 +77,9 @@ def write_json(path: Path, obj) -> None:
     """Write a JSON report atomically (temp name, then rename)."""
     import json
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    from .atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=2))
 
 
 def set_threads(threads: int | None) -> None:

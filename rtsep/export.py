@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import replacing, write_text
 from .bundle import Bundle, seal
 from .card import sha256, update_card
 from .errors import BundleError, RtsepError
@@ -109,15 +110,14 @@ def _save(program: Any, path: Path, meta: dict[str, Any]) -> None:
     """Save an ONNXProgram with `meta` embedded as metadata_props, checked, atomically."""
     import onnx
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    program.save(os.fspath(tmp))
-    model = onnx.load(os.fspath(tmp))
-    props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-    onnx.helper.set_model_props(model, props)
-    model.doc_string = f"rtsep {meta.get('graph')} graph"
-    onnx.checker.check_model(model)
-    onnx.save(model, os.fspath(tmp))
-    os.replace(tmp, path)
+    with replacing(path, suffix=".tmp.onnx") as tmp:
+        program.save(os.fspath(tmp))
+        model = onnx.load(os.fspath(tmp))
+        props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+        onnx.helper.set_model_props(model, props)
+        model.doc_string = f"rtsep {meta.get('graph')} graph"
+        onnx.checker.check_model(model)
+        onnx.save(model, os.fspath(tmp))
 
 
 def _name_io(program: Any, inputs: Sequence[str], outputs: Sequence[str]) -> None:
@@ -439,9 +439,7 @@ def export_bundle(model_dir: Path | str | Bundle, out: Path | None = None, windo
     manifest = {"rtsep_version": __version__, "sample_rate": sample_rate, "sources": sources,
                 "window": window, "time_multiple": multiple, "dynamic_axes": ["batch", "time"],
                 "tolerance": TOLERANCE if check else None, "graphs": graphs}
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if failures:
         raise RtsepError(f"ONNX graphs differ from torch: {'; '.join(failures)} (see {out / MANIFEST})")
     try:

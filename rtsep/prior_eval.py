@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import replacing
 from .card import read_card, update_card
 from .datasets.folder import SourceSet
 from .errors import BundleError
@@ -87,7 +88,6 @@ def evaluate_priors(model_dir: Path, data: Path, split: str = "test", clips: int
 
 def plot_matrix(result: dict, path: Path) -> None:
     """One heatmap per sigma, columns = data source, rows = prior; written atomically."""
-    import os
 
     import matplotlib
 
@@ -110,10 +110,9 @@ def plot_matrix(result: dict, path: Path) -> None:
     axes[0][0].set_ylabel("prior")
     fig.suptitle("log p per sample (nats); colour = gap to column max")
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with replacing(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()

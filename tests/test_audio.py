@@ -502,3 +502,19 @@ def test_publish_is_all_or_none(tmp_path: Path, fmt: str) -> None:
     with pytest.raises(AudioError):
         publish(staged, tmp_path / "out", fmt)
     assert [p.name for p in (tmp_path / "out").iterdir()] == [f"b.{fmt}"]  # no a.<fmt>, no .part
+
+
+def test_replacing_keeps_the_old_file_and_no_temp_when_the_write_fails(tmp_path):
+    """Cards, checkpoints, graphs, manifests and reports share one atomic writer: a failed write leaves
+    the previous file whole and nothing beside it."""
+    from rtsep.atomic import replacing, write_text
+
+    path = tmp_path / "card.json"
+    write_text(path, "old")
+    with pytest.raises(RuntimeError):
+        with replacing(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.json"]
+    write_text(path, "new")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["card.json"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rtsep.atomic import write_text  # noqa: E402
 from rtsep.card import read_card  # noqa: E402
 from rtsep.separation_eval import chain_flags  # noqa: E402
 
@@ -126,9 +126,7 @@ def main() -> None:
     ap.add_argument("--note", default="")
     a = ap.parse_args()
     text = render(a.model_dir, read_card(a.model_dir), a.note)
-    tmp = a.model_dir / ".CARD.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, a.model_dir / "CARD.md")
+    write_text(a.model_dir / "CARD.md", text)
     print(f"wrote {a.model_dir / 'CARD.md'}")
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
+
+from ..atomic import replacing, write_text
 
 SPLITS = ("train", "valid", "test")
 
@@ -20,21 +21,16 @@ def split_seed(seed: int, split: str) -> int:
 
 def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
     """Write audio shaped (channels, samples) or (samples,) via a temp file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(audio, dtype=np.float32)
     if data.ndim == 2:
         data = data.T
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), data, sample_rate, subtype=subtype, format=path.suffix.lstrip(".").upper() or "WAV")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype=subtype, format=path.suffix.lstrip(".").upper() or "WAV")
 
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Write OUT/manifest.json atomically (written last, so its presence means the set is complete)."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, out / "manifest.json")
+    write_text(Path(out) / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def split_counts(clips: int) -> dict[str, int]:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..atomic import replacing
 from ..errors import BundleError
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -31,10 +29,8 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 def save_weights(path: Path, module: torch.nn.Module) -> None:
     """State dict only (no pickled classes), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(module.state_dict(), tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(module.state_dict(), tmp)
 
 
 def load_weights(path: Path, module: torch.nn.Module) -> torch.nn.Module:
