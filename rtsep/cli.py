@@ -582,7 +582,9 @@ def file_cmd(
     steps: Optional[int] = typer.Option(None, min=0, help="Langevin steps per block (default: the model card's)."),
     space: Optional[str] = typer.Option(None, help=SPACE_HELP),
     samples: int = typer.Option(1, min=1, max=64, help="Posterior samples; > 1 also writes <source>.spread.<ext> "
-                                "(needs Langevin steps: without them every sample is the same)."),
+                                "(needs Langevin steps with noise: without them every sample is the same)."),
+    temperature: Optional[float] = typer.Option(None, min=0.0, help="Langevin noise temperature (default: the card's; "
+                                                "music4's learned chain runs at 0, deterministic)."),
     fmt: str = typer.Option("wav", "--format", help="wav (32-bit float) or flac (24-bit; a track whose stems "
                             "exceed full scale is scaled by one stated gain instead of clipped)."),
     seed: int = typer.Option(0, help="Seed of the Langevin noise: the same seed gives the same stems."),
@@ -597,6 +599,7 @@ def file_cmd(
     removed by the next run). Truncated input (a header promising more than the file holds) is
     refused, not separated."""
     import math
+    from dataclasses import replace
 
     from .audio import SUPPORTED_OUTPUT, clean_stale_parts, publish, staging_dir
     from .separator import Separator
@@ -607,10 +610,15 @@ def file_cmd(
     check_space(space)
     sep = Separator.load(model, backend=backend, steps=steps, samples=samples, seed=seed, provider=provider,
                          space=space)
+    if temperature is not None:
+        sep = Separator(sep.backend, replace(sep.run, langevin=replace(sep.run.langevin, temperature=temperature)))
     if samples > 1 and sep.run.steps == 0:
         fail(f"--samples {samples} needs Langevin steps, and this run has none (the model's card sets 0, or --steps "
              "0): every sample would be the encoder's mean and the spread files all zero; use --steps K > 0 or "
              "--samples 1")
+    if samples > 1 and sep.run.langevin.space == "mask" and sep.run.langevin.temperature == 0:
+        fail(f"--samples {samples} needs chain noise, and this chain runs at temperature 0 (deterministic): every "
+             "sample would be the same and the spread files all zero; add --temperature T > 0 or use --samples 1")
     unique: dict[Path, Path] = {}
     for path in inputs:
         if path.resolve() in unique:

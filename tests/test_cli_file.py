@@ -207,6 +207,19 @@ def test_samples_on_a_model_without_langevin_steps_is_refused(tmp_path):
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").rglob("*")) == []
 
 
+def test_samples_of_a_deterministic_chain_are_refused_and_temperature_gives_a_spread(tmp_path):
+    """music4's learned chain runs at temperature 0: --samples alone would write all-zero spread files."""
+    sf.write(tmp_path / "m.wav", np.random.default_rng(9).standard_normal(8000).astype(np.float32) * 0.1, 16000)
+    r = run(tmp_path / "m.wav", "-o", tmp_path / "out", "--samples", "2")
+    assert r.exit_code != 0
+    (line,) = error_lines(r)
+    assert "temperature 0" in line and "--temperature" in line, line
+    r = run(tmp_path / "m.wav", "-o", tmp_path / "out", "--samples", "2", "--temperature", "1")
+    assert r.exit_code == 0, r.output
+    spread, _ = sf.read(tmp_path / "out" / "m" / "drums.spread.wav")
+    assert np.abs(spread).max() > 1e-4
+
+
 def test_full_disk_is_one_clear_line(random_model, tmp_path, monkeypatch):
     import errno
 

@@ -150,7 +150,7 @@ def adapt(model: str | Path, sources_dir: Path, out: Path, cfg: AdaptConfig, mix
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(bundle.path, tmp, ignore=shutil.ignore_patterns("ckpt", "onnx", ".*"))
         card = read_card(tmp)
-        for key in ("onnx", "weights", "separation", "bench_cpu", "tf_prior_eval"):
+        for key in ("onnx", "weights", "separation_eval", "bench_cpu", "tf_prior_eval", "chain"):  # the base's numbers
             card.pop(key, None)
         from ..card import write_card
 
