@@ -668,8 +668,8 @@ def adapt_cmd(
     out_dir: Path = typer.Option(..., "-o", "--out", help="The adapted model directory to write (or resume)."),
     mixtures: Optional[Path] = typer.Option(None, help="Optional folder of your real mixtures (no stems needed)."),
     minutes: float = typer.Option(25.0, min=1.0, help="Time budget for the whole run, export included."),
-    objective: str = typer.Option("seed", help="seed: the adapted priors' log-density of each estimate (the seed "
-                                  "objective); solo-mix: SI-SDR against the solo excerpts mixed."),
+    objective: str = typer.Option("solo-mix", help="solo-mix: SI-SDR against the solo excerpts mixed (measured "
+                                  "better); seed: the adapted priors' log-density of each estimate (the seed objective)."),
     anchor: float = typer.Option(1.0, min=0.0, help="Weight of the pull back to the base model's estimates."),
     blend: float = typer.Option(0.75, min=0.0, max=1.0, help="Share of the fine-tuned encoder weights kept (the rest "
                                 "the base's): less forgetting of what the base model knew."),

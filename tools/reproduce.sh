@@ -468,7 +468,7 @@ if [ "$SET" = music4-adapt ]; then
     --seed 5 --clips 60 --seconds 8 --meters 4/4,3/4
   [ -f data/tim-eval/manifest.json ] || rtsep data music4 data/tim-eval --heldout --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 \
     --seed 99 --clips 40 --seconds 4 --meters 4/4,3/4
-  rtsep adapt music4 --sources data/tim-user/test -o "$OUT" --objective solo-mix --minutes 25 --threads 1
+  rtsep adapt music4 --sources data/tim-user/test -o "$OUT" --minutes 25 --threads 1
   for d in tim-eval m4v2-fluid m4v2-muse; do
     rtsep eval separate "$OUT" --data "data/$d" --clips 40 --seconds 4 --backend onnx --json "runs/eval/adapt-$d.json"
   done
