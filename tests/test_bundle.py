@@ -177,3 +177,17 @@ def test_seal_records_every_weight(sealed):
     card = read_card(sealed)
     assert card["weights"] == {n: sha256(sealed / n) for n in ("encoder.pt", "priors/a.pt", "priors/b.pt")}
     assert card["sources"] == ["a", "b"]
+
+
+def test_every_shipped_model_file_goes_into_the_wheel():
+    """setup.py's package-data patterns cover every file the shipped model folders hold (a non-editable
+    install otherwise lacks weights the card lists, and refuses its own default model)."""
+    import fnmatch
+    import re
+
+    text = (ROOT / "setup.py").read_text()
+    patterns = re.findall(r'"(\*/[^"]+)"', text.split("MODEL_FILES =", 1)[1].split("]", 1)[0])
+    files = [p.relative_to(ROOT / "models").as_posix() for p in (ROOT / "models").rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(ROOT / "models").parts)]  # locks
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert files and not missing, missing
