@@ -94,6 +94,13 @@ def softmax(theta: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def initial_logits(x0: np.ndarray, stft: NumpySTFT, warm: float = 1.0, floor: float = 1e-3) -> np.ndarray:
+    """x0 (B, N, T) -> theta (B, N, L, F): `warm` times the log of each source's share of the STFT magnitude
+    (the warm start of every mask-space chain)."""
+    share = np.abs(stft.forward(x0.astype(np.float64)))
+    return warm * np.log(share / (share.sum(axis=1, keepdims=True) + 1e-12) + floor)
+
+
 def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.ndarray, lr: float, temperature: float,
                rng: np.random.Generator, stft: NumpySTFT, beta: float = 0.9, delta: float = 1e-8,
                floor: float = 1e-3, warm: float = 1.0, log_probs: LogProbsFn | None = None,
@@ -107,8 +114,7 @@ def mask_chain(x0: np.ndarray, mix: np.ndarray, scores: ScoresFn, sigmas: np.nda
     steps run without noise: they climb to the nearest mode, so the result carries no chain noise."""
     b, n, t = x0.shape
     spec = stft.forward(mix.astype(np.float64))[:, None]  # (B, 1, L, F)
-    share = np.abs(stft.forward(x0.astype(np.float64)))
-    theta = warm * np.log(share / (share.sum(axis=1, keepdims=True) + 1e-12) + floor)
+    theta = initial_logits(x0, stft, warm, floor)
     v = None
     relabel = log_probs is not None and relabel_every > 0
     for i, sigma in enumerate(sigmas):

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .config import LangevinConfig
-from .masks import NumpySTFT, softmax
+from .masks import NumpySTFT, initial_logits, softmax
 
 TFGradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """tf_grad(theta (B, N, L, F), mix_power (B, L, F), sigma (B,), weight (N,)) -> (grad (B, N, L, F), log p (B, N))."""
@@ -34,12 +34,6 @@ def tf_schedule(cfg: LangevinConfig, n: int) -> tuple[np.ndarray, np.ndarray, np
         sigmas, lrs = cfg.sigmas(), np.full(cfg.steps, cfg.mask_lr)
     weight = np.asarray(cfg.tf_weights or [1.0] * n, np.float32)
     return sigmas, lrs, weight
-
-
-def initial_logits(x0: np.ndarray, stft: NumpySTFT, warm: float = 1.0, floor: float = 1e-3) -> np.ndarray:
-    """x0 (B, N, T) -> theta (B, N, L, F): log of each source's share of the STFT magnitude."""
-    share = np.abs(stft.forward(x0.astype(np.float64)))
-    return warm * np.log(share / (share.sum(axis=1, keepdims=True) + 1e-12) + floor)
 
 
 def tf_chain(x0: np.ndarray, mix: np.ndarray, grad: TFGradFn, cfg: LangevinConfig, rng: np.random.Generator,

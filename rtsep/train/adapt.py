@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..bundle import Bundle
-from ..card import provenance, read_card, update_card
+from ..card import provenance, read_card, update_card, write_card
 from ..datasets.folder import AUDIO_SUFFIXES, SourceSet, load_mono
 from ..errors import BundleError, DataError
 from ..nn.tfprior import stft_power
@@ -76,8 +76,9 @@ def audio_files(folder: Path) -> list[Path]:
 
 
 def check_inputs(model: str | Path, sources_dir: Path, out: Path, mixtures: Path | None, objective: str
-                 ) -> tuple[Bundle, dict[str, list[Path]], list[Path]]:
-    """(base bundle, the user's audio files per source, mixture files) or a one-line error, before any work."""
+                 ) -> tuple[Bundle, dict[str, list[Path]], dict[str, SourceSet], list[Path]]:
+    """(base bundle, the user's audio files and their audio per source, mixture files) or a one-line error,
+    before any work."""
     if objective not in OBJECTIVES:
         raise DataError(f"unknown objective {objective!r} ({' or '.join(OBJECTIVES)})")
     bundle = Bundle.load(model)
@@ -96,14 +97,16 @@ def check_inputs(model: str | Path, sources_dir: Path, out: Path, mixtures: Path
         raise DataError(f"{sources_dir}/{unknown[0]}: unknown source {unknown[0]!r} (the model's sources: "
                         f"{', '.join(bundle.sources)})")
     files: dict[str, list[Path]] = {}
+    sets: dict[str, SourceSet] = {}
     for folder in folders:
         found = audio_files(folder)
         if not found:
             raise DataError(f"no audio files in {folder} ({', '.join(AUDIO_SUFFIXES)})")
-        peak = max(float(np.abs(load_mono(p, bundle.sample_rate)).max()) for p in found)
+        clips = [load_mono(p, bundle.sample_rate) for p in found]
+        peak = max(float(np.abs(c).max()) for c in clips)
         if peak < SILENCE:
             raise DataError(f"{folder} holds only silence (peak {peak:.1e}): nothing to adapt to")
-        files[folder.name] = found
+        files[folder.name], sets[folder.name] = found, SourceSet(folder.name, clips)
     mix_files: list[Path] = []
     if mixtures is not None:
         if not Path(mixtures).is_dir() or not audio_files(Path(mixtures)):
@@ -116,7 +119,7 @@ def check_inputs(model: str | Path, sources_dir: Path, out: Path, mixtures: Path
         lineage = read_card(out).get("adapted", {}) if (out / "card.json").is_file() else {}
         if lineage.get("base") != str(bundle.path):
             raise DataError(f"{out} exists and is not an adaptation of {bundle.path} to resume; choose a new -o")
-    return bundle, files, mix_files
+    return bundle, files, sets, mix_files
 
 
 def folder_fingerprint(files: list[Path]) -> dict:
@@ -143,7 +146,7 @@ def adapt(model: str | Path, sources_dir: Path, out: Path, cfg: AdaptConfig, mix
           show: bool = True, export: bool = True) -> dict:
     """Adapt MODEL to the solo recordings in SOURCES_DIR/<source>/ and write OUT; returns the card's "adapted".
     `export` False leaves out the ONNX graphs (then OUT runs on the torch backend only)."""
-    bundle, files, mix_files = check_inputs(model, sources_dir, out, mixtures, cfg.objective)
+    bundle, files, sets, mix_files = check_inputs(model, sources_dir, out, mixtures, cfg.objective)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(out)
@@ -155,8 +158,6 @@ def adapt(model: str | Path, sources_dir: Path, out: Path, cfg: AdaptConfig, mix
         card = read_card(tmp)
         for key in ("onnx", "weights", "separation_eval", "bench_cpu", "tf_prior_eval", "chain"):  # the base's numbers
             card.pop(key, None)
-        from ..card import write_card
-
         write_card(tmp, card)
         update_card(tmp, "adapted", value={"base": str(bundle.path), "status": "started"})
         shutil.rmtree(out, ignore_errors=True)
@@ -177,16 +178,14 @@ def adapt(model: str | Path, sources_dir: Path, out: Path, cfg: AdaptConfig, mix
     k = bundle.langevin.steps if bundle.langevin.prior == "tf" else 0
     chain_time = min(240.0, 0.15 * budget) if k else 0.0
     left = budget - reserve - chain_time - (time.monotonic() - started)
-    record = adapt_encoder(bundle, out, files, mix_files, cfg, left, show)
+    record = adapt_encoder(bundle, out, sets, mix_files, cfg, left, show)
     # 3. the chain's 2K + N numbers, re-learned for the adapted priors and encoder on the same solo mixtures
     chain = None
     if k:
         from .chain import ChainTraining, train_chain
 
-        solo = [SourceSet(s, [load_mono(p, bundle.sample_rate) for p in files[s]]) if s in files else None
-                for s in bundle.sources]
         rec = train_chain(out, None, ChainTraining(chain_steps=k, steps=cfg.chain_steps, seed=cfg.seed), show=show,
-                          minutes=chain_time / 60, solo=solo)
+                          minutes=chain_time / 60, solo=[sets.get(s) for s in bundle.sources])
         chain = {"steps_done": rec["training"]["steps_done"], "valid_si_sdri": rec["valid_si_sdri"]}
     # 4. lineage, then the ONNX graphs
     lineage = {"base": str(bundle.path), "status": "done", "objective": cfg.objective,
@@ -210,7 +209,7 @@ def adapt(model: str | Path, sources_dir: Path, out: Path, cfg: AdaptConfig, mix
     return lineage
 
 
-def adapt_encoder(bundle: Bundle, out: Path, files: dict[str, list[Path]], mix_files: list[Path], cfg: AdaptConfig,
+def adapt_encoder(bundle: Bundle, out: Path, sets: dict[str, SourceSet], mix_files: list[Path], cfg: AdaptConfig,
                   seconds_left: float, show: bool) -> dict:
     """Fine-tune OUT's encoder (started from the base's) within `seconds_left`; resumable."""
     sr, sources = bundle.sample_rate, list(bundle.sources)
@@ -222,7 +221,6 @@ def adapt_encoder(bundle: Bundle, out: Path, files: dict[str, list[Path]], mix_f
     for p in priors:
         p.requires_grad_(False)
     n_fft, hop = priors[0].cfg.n_fft, priors[0].cfg.hop
-    sets = {s: SourceSet(s, [load_mono(p, sr) for p in f]) for s, f in files.items()}
     mixes = SourceSet("mixture", [load_mono(p, sr) for p in mix_files]) if mix_files else None
     length = int(cfg.seconds * sr) // hop * hop
     opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)

@@ -26,7 +26,7 @@ from ..errors import BundleError
 from ..langevin import LangevinConfig
 from ..metrics import si_sdr_improvement
 from ..nn.encoder import STFT
-from ..nn.tfprior import TFPrior, mask_log_prob
+from ..nn.tfprior import StackedTFPriors, TFPrior
 from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .encoder import check_coherent, coherent_excerpts
 from .progress import bar
@@ -51,9 +51,7 @@ class Chain(torch.nn.Module):
 
     def __init__(self, priors: list[TFPrior], k: int, n_fft: int, hop: int) -> None:
         super().__init__()
-        self.priors = priors
-        for p in priors:
-            p.requires_grad_(False)
+        self.stacked = StackedTFPriors(priors)  # frozen constants, the graph tf_grad.onnx traces
         cfg = priors[0].cfg
         self.log_sigma = torch.nn.Parameter(torch.from_numpy(np.geomspace(0.2, 0.05, k)).float().log())
         self.raw_lr = torch.nn.Parameter(torch.full((k,), math.log(math.expm1(0.05))))
@@ -84,7 +82,7 @@ class Chain(torch.nn.Module):
         if not theta.requires_grad:
             theta = theta.requires_grad_()
         for sigma, lr in zip(sigmas, lrs):
-            lp = mask_log_prob(self.priors, theta, mix_power, sigma.expand(b), weight).sum()
+            lp = self.stacked(theta, mix_power, sigma.expand(b), weight).sum()
             (g,) = torch.autograd.grad(lp, theta, create_graph=True)
             g = g / (g.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + 1e-12)
             theta = theta + lr * g

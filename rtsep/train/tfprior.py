@@ -22,6 +22,7 @@ from ..errors import BundleError
 from ..nn.tfprior import TFPrior, TFPriorConfig, stft_power
 from .checkpoint import (extend_runs, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint,
                          save_weights)
+from .prior import sample_sigmas
 from .progress import bar
 
 
@@ -52,11 +53,6 @@ def load_tf_prior(model_dir: Path, source: str) -> TFPrior:
     return prior.eval()
 
 
-def sample_sigmas(rng: np.random.Generator, n: int, cfg: TFPriorConfig) -> torch.Tensor:
-    lo, hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
-    return torch.from_numpy(np.exp(rng.uniform(lo, hi, size=n)).astype(np.float32))
-
-
 def batch_features(prior: TFPrior, data: SourceSet, rng: np.random.Generator, tr: TFPriorTraining
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noisy standardised features (B, L, D), sigma (B,)) of random gained excerpts."""
@@ -64,7 +60,7 @@ def batch_features(prior: TFPrior, data: SourceSet, rng: np.random.Generator, tr
     x = data.excerpts(rng, tr.batch, tr.frames * cfg.hop, gain=(tr.gain_min, tr.gain_max))
     with torch.no_grad():
         u = prior.features(stft_power(torch.from_numpy(x), cfg.n_fft, cfg.hop))
-    sig = sample_sigmas(rng, tr.batch, cfg)
+    sig = torch.from_numpy(sample_sigmas(rng, tr.batch, cfg))
     noise = torch.from_numpy(rng.standard_normal(u.shape).astype(np.float32))
     return u + sig[:, None, None] * noise, sig
 
