@@ -321,6 +321,8 @@ def train_chain_cmd(
     seconds: float = typer.Option(2.0, min=0.5, help="Training excerpt length."),
     lr: float = typer.Option(0.03),
     seed: int = typer.Option(0),
+    per_source: bool = typer.Option(True, "--per-source/--shared", help="A step size per source and step, or "
+                                    "one per step."),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
@@ -330,7 +332,8 @@ def train_chain_cmd(
     from .train.chain import ChainTraining, train_chain
 
     rec = train_chain(model_dir, data, ChainTraining(steps=steps, chain_steps=chain_steps, batch=batch,
-                                                     seconds=seconds, lr=lr, seed=seed), minutes=minutes)
+                                                     seconds=seconds, lr=lr, seed=seed, per_source=per_source),
+                      minutes=minutes)
     v = rec["valid_si_sdri"]
     out.print("valid SI-SDRi encoder -> chain: " + ", ".join(f"{s} {v['encoder'][s]:+.2f} -> {v['chain'][s]:+.2f}"
                                                              for s in v["encoder"]))

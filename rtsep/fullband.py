@@ -6,9 +6,10 @@ of the projection, which at a higher input rate is that high band, goes to each 
 its stem's short-time high-frequency energy: cymbals and hats in the drums, a guitar's air in the
 guitar. Shares sum to one at every sample, so the stems still sum to the input exactly.
 
-Causal and streaming: a band-pass FIR picks the top octave of the model's band (4.4-7.4 kHz for a
-16 kHz model), a causal moving average of its square over `window` seconds gives the energy; the last
-samples of each stem are the only state, so any split of a stream gives the offline result up to float
+Causal and streaming: a band-pass FIR picks the top of the model's band (5.6-7.4 kHz for a 16 kHz
+model: from 4.4 kHz a drums-only high band landed 0.86-0.96 in the drums stem, from 5.6 kHz 0.92-0.97
+over three songs), a causal moving average of its square over `window` seconds gives the energy; the
+last samples of each stem are the only state, so any split of a stream gives the offline result up to float
 rounding.
 """
 
@@ -30,7 +31,7 @@ class HighBandShare:
         self.sharpen = sharpen
         """Weights go as energy ** sharpen: the stem that holds most of the band's top likely holds its air."""
         nyq = model_rate / 2
-        self.fir = bandpass(0.55 * nyq, 0.92 * nyq, sample_rate, taps)  # 4.4-7.4 kHz for a 16 kHz model
+        self.fir = bandpass(0.7 * nyq, 0.92 * nyq, sample_rate, taps)  # 5.6-7.4 kHz for a 16 kHz model
         self.keep = self.width + taps - 1
         self.tail: np.ndarray | None = None  # (N, C, keep) last stem samples, float64
 

@@ -51,7 +51,7 @@ def test_streaming_equals_offline_and_equal_share_is_the_old_projection():
 @pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")
 def test_drums_only_high_band_lands_in_the_drums_stem(tmp_path: Path):
     """Issue 26: at 44.1 kHz, a mixture whose band above 8 kHz is drums only puts most of that band's
-    energy into the drums stem; the shipped encoder reaches 0.87 (it used to put 25 % into each): 0.8 here."""
+    energy into the drums stem: at least 90 % (it used to put 25 % into each; 0.87 with the 4.4-7.4 kHz guide band)."""
     import rtsep
     from rtsep.datasets.music4 import make_music4
 
@@ -74,4 +74,4 @@ def test_drums_only_high_band_lands_in_the_drums_stem(tmp_path: Path):
     np.testing.assert_allclose(out.sum(axis=0)[0], mix, atol=1e-4)
     hb = [high_band_energy(out[k, 0], SR) for k in range(4)]
     drums = sep.sources.index("drums")
-    assert hb[drums] >= 0.8 * sum(hb), dict(zip(sep.sources, np.round(np.array(hb) / sum(hb), 3)))
+    assert hb[drums] >= 0.9 * sum(hb), dict(zip(sep.sources, np.round(np.array(hb) / sum(hb), 3)))

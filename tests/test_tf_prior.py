@@ -104,17 +104,20 @@ def test_chain_with_zero_steps_is_the_warm_start_and_always_mixes():
     assert np.allclose(moved.mean(axis=1), mix, atol=1e-5)
 
 
-def test_trainer_chain_matches_the_runtime_chain():
-    """The torch chain `rtsep train chain` learns through is the numpy chain the engine runs."""
+@pytest.mark.parametrize("per_source", [False, True])
+def test_trainer_chain_matches_the_runtime_chain(per_source):
+    """The torch chain `rtsep train chain` learns through is the numpy chain the engine runs (step sizes one
+    per step, or one per step and source)."""
     from rtsep.train.chain import Chain
 
     cfg = TFPriorConfig(**TINY)
     priors = [perturbed(cfg, seed=k) for k in range(2)]
-    chain = Chain(priors, 3, 1024, 256)
+    chain = Chain(priors, 3, 1024, 256, per_source=per_source)
     with torch.no_grad():
-        chain.raw_lr.fill_(0.3)
+        chain.raw_lr.copy_(torch.tensor([[0.3, 0.1], [0.2, 0.4], [0.3, 0.0]] if per_source else [[0.3]] * 3))
         chain.log_weight.copy_(torch.tensor([0.2, -0.3]))
     sigmas, lrs, weight = (v.detach().double().numpy() for v in chain.schedule())
+    lrs = [tuple(r) for r in lrs] if per_source else lrs[:, 0]
     rng = np.random.default_rng(2)
     x0 = (0.1 * rng.standard_normal((1, 2, 256 * 10))).astype(np.float32)
     mix = x0.mean(axis=1)
@@ -227,3 +230,16 @@ def test_a_tf_chain_without_tf_priors_is_refused(tmp_path):
     update_card(model, "langevin", value={"steps": 2, "space": "mask", "prior": "tf"})
     with pytest.raises(BundleError, match="TF priors"):
         Bundle.load(model)
+
+
+def test_per_source_step_sizes_are_validated_and_broadcast():
+    """A step size per source is a row per step; mixing rows and numbers is refused in one line."""
+    from rtsep.errors import ConfigError
+    from rtsep.langevin.tfchain import tf_schedule
+
+    cfg = LangevinConfig(steps=2, space="mask", prior="tf", tf_sigmas=(0.5, 0.1), tf_lrs=([0.3, 0.1], [0.2, 0.0]))
+    assert tf_schedule(cfg, 2)[1].tolist() == [[0.3, 0.1], [0.2, 0.0]]
+    shared = replace(cfg, tf_lrs=(0.3, 0.2))
+    assert tf_schedule(shared, 3)[1].tolist() == [[0.3] * 3, [0.2] * 3]
+    with pytest.raises(ConfigError, match="tf_lrs"):
+        replace(cfg, tf_lrs=([0.3, 0.1], 0.2))

@@ -442,7 +442,8 @@ if [ "$SET" = toy4-v3 ]; then
 fi
 if [ "$SET" = music4-tf ]; then
   # Session 21 (issue 25): the TF flow priors on generator v2 solos and the learned 2-step chain, added to
-  # models/music4 (after `reproduce.sh music4`); the shipped default since then. About 25 min on one thread.
+  # models/music4 (after `reproduce.sh music4`); the shipped default since then. About 35 min on one thread.
+  # Session 22: a step size per source and step (the default of `rtsep train chain`), 800 steps.
   OUT=${OUT:-models/music4}
   [ -f data/music4-v2/manifest.json ] || rtsep data music4 data/music4-v2 --clips 800 --seconds 8 --seed 0 --meters 4/4,3/4
   [ -f data/m4v2-muse/manifest.json ] || rtsep data music4 data/m4v2-muse --heldout --clips 40 --seconds 4 --seed 99 --meters 4/4,3/4
@@ -451,7 +452,7 @@ if [ "$SET" = music4-tf ]; then
   for s in bass drums guitar piano; do
     rtsep train prior --domain tf --source "$s" --data data/music4-v2 --out "$OUT" --steps 2500 --threads 1
   done
-  rtsep train chain "$OUT" --data data/music4-v2 --chain-steps 2 --steps 200 --threads 1
+  rtsep train chain "$OUT" --data data/music4-v2 --chain-steps 2 --steps 800 --threads 1
   for d in m4v2-fluid m4v2-muse; do
     rtsep eval priors "$OUT" --domain tf --data "data/$d" --clips 40
     rtsep eval separate "$OUT" --data "data/$d" --clips 40 --seconds 4 --backend torch --label "$d"
@@ -468,7 +469,7 @@ if [ "$SET" = music4-adapt ]; then
     --seed 5 --clips 60 --seconds 8 --meters 4/4,3/4
   [ -f data/tim-eval/manifest.json ] || rtsep data music4 data/tim-eval --heldout --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 \
     --seed 99 --clips 40 --seconds 4 --meters 4/4,3/4
-  rtsep adapt music4 --sources data/tim-user/test -o "$OUT" --minutes 25 --threads 1
+  rtsep adapt music4 --sources data/tim-user/test -o "$OUT" --minutes 25 --threads 2
   for d in tim-eval m4v2-fluid m4v2-muse; do
     rtsep eval separate "$OUT" --data "data/$d" --clips 40 --seconds 4 --backend onnx --json "runs/eval/adapt-$d.json"
   done

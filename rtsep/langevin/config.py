@@ -95,14 +95,18 @@ class LangevinConfig:
     """Which priors the chain climbs: "flow", the waveform flows; "tf", the time-frequency priors
     (`rtsep.nn.tfprior`, mask space only, `rtsep.langevin.tfchain`)."""
     tf_sigmas: tuple[float, ...] = ()
-    tf_lrs: tuple[float, ...] = ()
+    tf_lrs: tuple[float | tuple[float, ...], ...] = ()
     tf_weights: tuple[float, ...] = ()
-    """The TF chain's learned levels, step sizes (one each per step) and per-source prior weights
-    (`rtsep train chain`); used when `steps` equals their length."""
+    """The TF chain's learned levels, step sizes (one each per step; a step size is one number, or one per
+    source) and per-source prior weights (`rtsep train chain`); used when `steps` equals their length."""
 
     def __post_init__(self) -> None:
-        for name in ("tf_sigmas", "tf_lrs", "tf_weights"):
+        for name in ("tf_sigmas", "tf_weights"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        lrs = tuple(tuple(float(u) for u in v) if isinstance(v, (list, tuple)) else float(v) for v in self.tf_lrs)
+        object.__setattr__(self, "tf_lrs", lrs)
+        if len({len(v) if isinstance(v, tuple) else 0 for v in lrs}) > 1:
+            raise ConfigError("tf_lrs: every step a number, or every step one number per source")
         if self.prior not in PRIORS:
             raise ConfigError(f"unknown prior {self.prior!r} ({' or '.join(PRIORS)})")
         if self.prior == "tf" and self.space != "mask":

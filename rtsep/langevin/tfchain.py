@@ -7,7 +7,8 @@ gives the gradient in theta of sum_k w_k log p_k, and a step is
 
     theta <- theta + lr_i * g / rms(g) (+ T * sqrt(2 lr_i) * eps)
 
-normalised per block so that lr_i is in logit units whatever the priors' scale. The levels sigma_i,
+normalised per block so that lr_i is in logit units whatever the priors' scale; lr_i is one number
+or one per source (lr_ik: how far each source's logits follow the priors at step i). The levels sigma_i,
 steps lr_i and weights w_k are learned through the K unrolled steps on training mixtures
 (`rtsep train chain`, stored in the card as `tf_sigmas`, `tf_lrs`, `tf_weights`); a run with
 another K uses the card's geometric levels and `mask_lr`.
@@ -27,11 +28,12 @@ TFGradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.n
 
 
 def tf_schedule(cfg: LangevinConfig, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(levels, step sizes, source weights) of the chain: the learned ones when K matches them."""
+    """(levels (K,), step sizes (K, N), source weights (N,)) of the chain: the learned ones when K matches."""
     if cfg.tf_lrs and len(cfg.tf_lrs) == cfg.steps:
-        sigmas, lrs = np.asarray(cfg.tf_sigmas, np.float64), np.asarray(cfg.tf_lrs, np.float64)
+        sigmas = np.asarray(cfg.tf_sigmas, np.float64)
+        lrs = np.asarray(cfg.tf_lrs, np.float64).reshape(cfg.steps, -1) * np.ones(n)
     else:
-        sigmas, lrs = cfg.sigmas(), np.full(cfg.steps, cfg.mask_lr)
+        sigmas, lrs = cfg.sigmas(), np.full((cfg.steps, n), cfg.mask_lr)
     weight = np.asarray(cfg.tf_weights or [1.0] * n, np.float32)
     return sigmas, lrs, weight
 
@@ -48,6 +50,7 @@ def tf_chain(x0: np.ndarray, mix: np.ndarray, grad: TFGradFn, cfg: LangevinConfi
         g, _ = grad(theta.astype(np.float32), mix_power, np.full(b, sigma, np.float32), weight)
         g = g.astype(np.float64)
         g /= np.sqrt((g * g).mean(axis=(1, 2, 3), keepdims=True)) + 1e-12
+        lr = lr[None, :, None, None]
         theta = theta + lr * g
         if cfg.temperature > 0:
             theta = theta + cfg.temperature * np.sqrt(2 * lr) * rng.standard_normal(theta.shape)

@@ -3,7 +3,8 @@
 A warm-started refiner helps when its few steps are trained as a whole (issue 25): here the K steps
 of `rtsep.langevin.tfchain` run in torch, differentiably (the priors' gradient by double backward),
 from the frozen encoder's estimate on training mixtures, and the negative SI-SDR of the result trains
-2K + N numbers: each step's level sigma_i and size lr_i, and each source's prior weight w_k. The
+2K + N numbers: each step's level sigma_i and size lr_i, and each source's prior weight w_k (with
+`per_source`, the default, a size lr_ik per step and source: K + KN + N numbers). The
 encoder and the priors stay as they are. What uses stems: only these 2K + N numbers (the song's own
 stems of the training split, mixed by mean). The steps start small, so K steps begin near the
 identity and move away from it only as far as the training mixtures reward.
@@ -44,17 +45,18 @@ class ChainTraining:
     gain_max: float = 1.0
     valid_clips: int = 12
     checkpoint_every: int = 25
+    per_source: bool = True
 
 
 class Chain(torch.nn.Module):
     """The TF chain with learnable levels, steps and weights (what `tf_chain` runs in numpy)."""
 
-    def __init__(self, priors: list[TFPrior], k: int, n_fft: int, hop: int) -> None:
+    def __init__(self, priors: list[TFPrior], k: int, n_fft: int, hop: int, per_source: bool = False) -> None:
         super().__init__()
         self.stacked = StackedTFPriors(priors)  # frozen constants, the graph tf_grad.onnx traces
         cfg = priors[0].cfg
         self.log_sigma = torch.nn.Parameter(torch.from_numpy(np.geomspace(0.2, 0.05, k)).float().log())
-        self.raw_lr = torch.nn.Parameter(torch.full((k,), math.log(math.expm1(0.05))))
+        self.raw_lr = torch.nn.Parameter(torch.full((k, len(priors) if per_source else 1), math.log(math.expm1(0.05))))
         self.log_weight = torch.nn.Parameter(torch.zeros(len(priors)))
         self.sigma_range = (cfg.sigma_min, cfg.sigma_max)
         self.stft = STFT(n_fft, hop)
@@ -85,7 +87,7 @@ class Chain(torch.nn.Module):
             lp = self.stacked(theta, mix_power, sigma.expand(b), weight).sum()
             (g,) = torch.autograd.grad(lp, theta, create_graph=True)
             g = g / (g.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + 1e-12)
-            theta = theta + lr * g
+            theta = theta + lr[None, :, None, None] * g
         masks = torch.softmax(theta, dim=1) * n
         masked = masks * spec[:, None]
         flat = masked.transpose(2, 3).reshape(b * n, spec.shape[2], -1)
@@ -136,7 +138,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     encoder.requires_grad_(False)
     priors = bundle.torch_tf_priors()
     n_fft, hop = priors[0].cfg.n_fft, priors[0].cfg.hop
-    chain = Chain(priors, tr.chain_steps, n_fft, hop)
+    chain = Chain(priors, tr.chain_steps, n_fft, hop, tr.per_source)
     sr, sources = bundle.sample_rate, list(bundle.sources)
     if solo is None:
         train_sets = [SourceSet.load(data, s, sr, "train") for s in sources]
@@ -155,8 +157,9 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     ckpt = load_checkpoint(ckpt_path)
     step, elapsed, history = 0, 0.0, []
     if ckpt is not None:
-        if ckpt["chain_steps"] != tr.chain_steps:
-            raise BundleError(f"checkpoint {ckpt_path} is for K={ckpt['chain_steps']}; remove it to restart")
+        if ckpt["chain_steps"] != tr.chain_steps or ckpt["chain"]["raw_lr"].shape != chain.raw_lr.shape:
+            raise BundleError(f"checkpoint {ckpt_path} is for another chain (K={ckpt['chain_steps']}, step sizes "
+                              f"{tuple(ckpt['chain']['raw_lr'].shape)}); remove it to restart")
         chain.load_state_dict(ckpt["chain"], strict=False)
         opt.load_state_dict(ckpt["opt"])
         rng = restore_rng(ckpt["rng"])
@@ -194,6 +197,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     elapsed += time.monotonic() - t0
     checkpoint()
     sigmas, lrs, weight = (v.detach().double().numpy() for v in chain.schedule())
+    lrs = lrs if tr.per_source else lrs[:, 0]
     # valid split: fixed coherent 4 s mixtures, encoder alone against encoder + this chain
     vsrc = draw(np.random.default_rng(99), valid_sets, tr.valid_clips, 4 * sr // hop * hop, (0.5, 1.0))
     vmix = vsrc.mean(axis=1)
@@ -203,6 +207,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     before, after = improvements(x0.numpy(), vsrc, vmix), improvements(refined, vsrc, vmix)
     ok = [k for k in range(len(sources)) if not np.isnan(before[:, k]).all()]
     before, after, sources = before[:, ok], after[:, ok], [sources[k] for k in ok]
+    chain_numbers = "K + KN + N" if tr.per_source else "2K + N"
     training = {**tr.__dict__, "steps_done": step, "elapsed_seconds": round(elapsed, 1),
                 "data": str(data) if solo is None else "solo excerpts (rtsep adapt)",
                 "history": history[-20:], **provenance()}
@@ -211,8 +216,9 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
                                 "chain": dict(zip(sources, np.round(np.nanmean(after, 0), 2).tolist()))},
               "learned": {"tf_sigmas": sigmas.round(5).tolist(), "tf_lrs": lrs.round(5).tolist(),
                           "tf_weights": weight.round(5).tolist()},
-              "stems_used_for": ("the 2K + N chain numbers only (encoder and priors frozen)" if solo is None else
-                                 "none: mixtures of the user's solo excerpts train the 2K + N chain numbers")}
+              "stems_used_for": (f"the {chain_numbers} chain numbers only (encoder and priors frozen)"
+                                 if solo is None else
+                                 f"none: mixtures of the user's solo excerpts train the {chain_numbers} chain numbers")}
     lcfg = replace(LangevinConfig.from_card(bundle.card, bundle.path), steps=tr.chain_steps, space="mask", prior="tf",
                    temperature=0.0, warm_start=1.0, n_fft=n_fft, hop=hop, **record["learned"])
     fields = {k: getattr(lcfg, k) for k in LangevinConfig.__dataclass_fields__}
