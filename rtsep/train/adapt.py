@@ -179,7 +179,7 @@ def adapt(model: str | Path, sources_dir: Path, out: Path, cfg: AdaptConfig, mix
     chain_time = min(240.0, 0.15 * budget) if k else 0.0
     left = budget - reserve - chain_time - (time.monotonic() - started)
     record = adapt_encoder(bundle, out, sets, mix_files, cfg, left, show)
-    # 3. the chain's 2K + N numbers, re-learned for the adapted priors and encoder on the same solo mixtures
+    # 3. the chain's levels, step sizes and weights, re-learned for the adapted priors and encoder on the solo mixtures
     chain = None
     if k:
         from .chain import ChainTraining, train_chain

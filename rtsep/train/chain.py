@@ -5,7 +5,7 @@ of `rtsep.langevin.tfchain` run in torch, differentiably (the priors' gradient b
 from the frozen encoder's estimate on training mixtures, and the negative SI-SDR of the result trains
 2K + N numbers: each step's level sigma_i and size lr_i, and each source's prior weight w_k (with
 `per_source`, the default, a size lr_ik per step and source: K + KN + N numbers). The
-encoder and the priors stay as they are. What uses stems: only these 2K + N numbers (the song's own
+encoder and the priors stay as they are. What uses stems: only these numbers (the song's own
 stems of the training split, mixed by mean). The steps start small, so K steps begin near the
 identity and move away from it only as far as the training mixtures reward.
 """
