@@ -602,7 +602,6 @@ def file_cmd(
     removed by the next run). Truncated input (a header promising more than the file holds) is
     refused, not separated."""
     import math
-    from dataclasses import replace
 
     from .audio import SUPPORTED_OUTPUT, clean_stale_parts, publish, staging_dir
     from .separator import Separator
@@ -612,9 +611,7 @@ def file_cmd(
         fail(f"unsupported output format {fmt!r} (choose from {', '.join(SUPPORTED_OUTPUT)})")
     check_space(space)
     sep = Separator.load(model, backend=backend, steps=steps, samples=samples, seed=seed, provider=provider,
-                         space=space)
-    if temperature is not None:
-        sep = Separator(sep.backend, replace(sep.run, langevin=replace(sep.run.langevin, temperature=temperature)))
+                         space=space, temperature=temperature)
     if samples > 1 and sep.run.steps == 0:
         fail(f"--samples {samples} needs Langevin steps, and this run has none (the model's card sets 0, or --steps "
              "0): every sample would be the encoder's mean and the spread files all zero; use --steps K > 0 or "

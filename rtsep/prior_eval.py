@@ -88,7 +88,6 @@ def evaluate_priors(model_dir: Path, data: Path, split: str = "test", clips: int
 
 def plot_matrix(result: dict, path: Path) -> None:
     """One heatmap per sigma, columns = data source, rows = prior; written atomically."""
-
     import matplotlib
 
     matplotlib.use("Agg")

@@ -50,9 +50,9 @@ class Separator:
     @classmethod
     def load(cls, model: str | Path | Bundle = DEFAULT_MODEL, backend: str = "auto", steps: int | None = None,
              samples: int = 1, seed: int = 0, geometry: BlockGeometry | None = None, provider: str = "auto",
-             threads: int | None = None, space: str | None = None) -> Separator:
+             threads: int | None = None, space: str | None = None, temperature: float | None = None) -> Separator:
         """Load an installed model by name, a model directory or a Bundle; Langevin defaults come from
-        its card (`space`: "signal" or "mask" overrides the card's chain, see `rtsep.langevin`).
+        its card (`space`: "signal" or "mask" and `temperature` override the card's chain, see `rtsep.langevin`).
         `backend` "auto" is ONNX Runtime where the bundle has graphs (no torch imported), else torch.
         A priors-only set (no encoder, a card that sets a chain) separates with that chain from equal
         shares."""
@@ -72,7 +72,11 @@ class Separator:
             from .onnx_backend import OnnxBackend
 
             be = OnnxBackend(bundle, provider=provider, threads=threads)
-        lcfg = replace(bundle.langevin, space=space) if space is not None else bundle.langevin
+        lcfg = bundle.langevin
+        if space is not None:
+            lcfg = replace(lcfg, space=space)
+        if temperature is not None:
+            lcfg = replace(lcfg, temperature=temperature)
         run = RunConfig(steps=lcfg.steps if steps is None else steps, samples=samples, seed=seed,
                         geometry=geometry or BlockGeometry(), langevin=lcfg)
         return cls(be, run)

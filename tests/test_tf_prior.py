@@ -243,3 +243,5 @@ def test_per_source_step_sizes_are_validated_and_broadcast():
     assert tf_schedule(shared, 3)[1].tolist() == [[0.3] * 3, [0.2] * 3]
     with pytest.raises(ConfigError, match="tf_lrs"):
         replace(cfg, tf_lrs=([0.3, 0.1], 0.2))
+    with pytest.raises(ConfigError, match="2 step sizes per step for 3 sources"):
+        tf_schedule(cfg, 3)

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ConfigError
 from .config import LangevinConfig
 from .masks import NumpySTFT, initial_logits, softmax
 
@@ -31,7 +32,10 @@ def tf_schedule(cfg: LangevinConfig, n: int) -> tuple[np.ndarray, np.ndarray, np
     """(levels (K,), step sizes (K, N), source weights (N,)) of the chain: the learned ones when K matches."""
     if cfg.tf_lrs and len(cfg.tf_lrs) == cfg.steps:
         sigmas = np.asarray(cfg.tf_sigmas, np.float64)
-        lrs = np.asarray(cfg.tf_lrs, np.float64).reshape(cfg.steps, -1) * np.ones(n)
+        lrs = np.asarray(cfg.tf_lrs, np.float64).reshape(cfg.steps, -1)
+        if lrs.shape[1] not in (1, n):
+            raise ConfigError(f"tf_lrs: {lrs.shape[1]} step sizes per step for {n} sources (1 or {n})")
+        lrs = lrs * np.ones(n)
     else:
         sigmas, lrs = cfg.sigmas(), np.full((cfg.steps, n), cfg.mask_lr)
     weight = np.asarray(cfg.tf_weights or [1.0] * n, np.float32)

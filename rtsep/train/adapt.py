@@ -51,8 +51,8 @@ class AdaptConfig:
     prior_share: float = 0.3
     """Share of the time budget for the priors (split over the sources given), the rest for the encoder."""
     objective: str = "solo-mix"
-    """"solo-mix" (the default: measured better) or "seed"; on TimGM6mb the seed objective wrecked drums (-6.4
-    dB) while solo-mix gained on every source (docs/research-log.md, session 21)."""
+    """"solo-mix" (the default: measured better) or "seed"; on TimGM6mb the seed objective wrecked drums (SI-SDRi
+    -3.6 dB with the chain) while solo-mix gained on every source (docs/research-log.md, session 21)."""
     anchor: float = 1.0
     """Weight of the anchor: mean squared difference from the base encoder's estimates, relative to the
     mixture's power (so a weight of 1 costs as much as an error the size of the mixture)."""
