@@ -8,7 +8,7 @@ Streamed audio stems use `rtsep.audio.AtomicWriter`, which works the same way. S
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +20,17 @@ def replacing(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     format from the name); when the block ends, it replaces PATH; when the block raises, it is deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    # O_EXCL on a random name, mode 0o666: the umask decides the permissions, as for any normally created
+    # file (mkstemp's 0o600 made cards, graphs and data unreadable to the other users of a shared model)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temp name beside {path}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -130,7 +130,10 @@ def data_music4(
     meters: str = typer.Option("4/4,3/4,6/8", help="Comma-separated meters the v2 songs draw from."),
     jobs: int = typer.Option(2, min=1, help="FluidSynth renders in parallel."),
 ) -> None:
-    """Random MIDI songs rendered per stem with FluidSynth: bass, drums, guitar, piano."""
+    """Random MIDI songs rendered per stem with FluidSynth: bass, drums, guitar, piano.
+
+    Rerun on the same folder with the same seed and options (more --clips, or after an interruption) and
+    only the missing clips are rendered."""
     from .datasets.music4 import check_music4, make_music4
     from .progress import bar
 

@@ -518,3 +518,19 @@ def test_replacing_keeps_the_old_file_and_no_temp_when_the_write_fails(tmp_path)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.json"]
     write_text(path, "new")
     assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["card.json"]
+
+
+def test_replacing_lets_the_umask_set_permissions(tmp_path):
+    """A written card or graph is readable by the other users of a shared model folder (umask 022: 0644),
+    not mkstemp's owner-only 0600."""
+    import os
+    import stat
+
+    from rtsep.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "card.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "card.json").stat().st_mode) == 0o644

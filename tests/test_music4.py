@@ -231,3 +231,31 @@ def test_generator_v1_is_the_old_single_bank_4_4_set(tmp_path: Path) -> None:
     assert "version" not in m and "clips" not in m and m["soundfont"] == "FluidR3_GM.sf2"
     style = music4._song(np.random.default_rng(1), 4.0, "v1")[3]
     assert style["meter"] == "4/4" and style["swing"] == 0.0 and 80 <= style["bpm"] <= 160
+
+
+@needs_fluidsynth
+def test_more_clips_over_a_set_render_only_the_new_ones(tmp_path: Path) -> None:
+    """Clip i depends only on the recipe, so extending a set (or rerunning an interrupted one) reuses files."""
+    out = tmp_path / "grow"
+    make_music4(out, CLIPS, SECONDS, SR, seed=7)
+    kept = {p: p.stat().st_ino for p in out.rglob("*.wav")}
+    calls: list[str] = []
+    real = music4._render_or_default
+
+    def counted(midi: Path, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        calls.append(midi.name)
+        return real(midi, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(music4, "_render_or_default", counted)
+        make_music4(out, CLIPS + 1, SECONDS, SR, seed=7)
+    assert len(calls) == 4  # one new training clip, four stems; valid and test keep their one clip
+    assert all(p.stat().st_ino == ino for p, ino in kept.items())  # not rewritten
+    fresh = tmp_path / "fresh"
+    make_music4(fresh, CLIPS + 1, SECONDS, SR, seed=7)
+    grown, want = _load(out), _load(fresh)
+    assert grown.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(grown[k], want[k], err_msg=k)
+    make_music4(out, CLIPS + 1, SECONDS, SR, seed=8)  # another recipe: every clip rendered anew
+    assert not all(p.stat().st_ino == ino for p, ino in kept.items())

@@ -14,6 +14,7 @@ sets of sessions 1-19 exactly (FluidR3 only, 4/4, 80-160 bpm, no augmentation).
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import mido
 import numpy as np
 import soundfile as sf
 
+from rtsep.atomic import write_text
 from rtsep.datasets.common import split_counts, split_seed, write_manifest, write_wav_atomic
 from rtsep.errors import DataError
 
@@ -384,6 +386,34 @@ def check_music4(clips: int, seconds: float, sample_rate: int, soundfont: Path |
     return _find_soundfonts(given, heldout, generator)
 
 
+RECIPE = ".recipe.json"  # what the clips in a folder were rendered from, written before the first one
+
+
+def _recipe(seed: int, seconds: float, sample_rate: int, generator: str, fonts: list[Path],
+            meters: tuple[str, ...], heldout: bool) -> dict:
+    """Everything a clip depends on besides its index (the split's rng is drawn in order)."""
+    return {"seed": int(seed), "seconds": float(seconds), "sample_rate": int(sample_rate), "generator": generator,
+            "soundfonts": [f.resolve().name for f in fonts], "meters": list(meters) if generator != "v1" else [],
+            "heldout": bool(heldout)}
+
+
+def _same_recipe(out: Path, recipe: dict) -> bool:
+    """Whether OUT's existing clips were rendered from `recipe`: then clip i of a split is reused as is,
+    so `--clips 1600` over an 800-clip set renders only the new 800 (and an interrupted run resumes)."""
+    try:
+        old = json.loads((out / RECIPE).read_text())
+    except (OSError, ValueError):
+        try:  # sets made before the recipe file existed: read it back from the manifest
+            m = json.loads((out / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return False
+        version = m.get("version", "v1")
+        old = {"seed": m.get("seed"), "seconds": m.get("seconds"), "sample_rate": m.get("sample_rate"),
+               "generator": version, "soundfonts": m.get("soundfonts", [m.get("soundfont")]),
+               "meters": m.get("meters", []) if version != "v1" else [], "heldout": bool(m.get("heldout"))}
+    return old == recipe
+
+
 def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: int,
                 soundfont: Path | list[Path] | None = None, progress: Callable[[int, int], None] | None = None,
                 heldout: bool = False, generator: str = "v2", meters: tuple[str, ...] = METERS,
@@ -394,10 +424,14 @@ def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: i
     varies between clips as it does in real mixes. `heldout`: only a test split of `clips` clips,
     rendered by default with MuseScore General, a soundfont no model here was trained or tuned on.
     Generator v2 draws each stem's bank from `soundfont` (one or several; default: every installed
-    training bank), a meter from `meters`, and augments each stem (`_augment`).
+    training bank), a meter from `meters`, and augments each stem (`_augment`). Clips already in OUT from
+    the same recipe (`_same_recipe`) are kept, not rendered again.
     """
     out, fonts = Path(out), check_music4(clips, seconds, sample_rate, soundfont, heldout, generator, meters)
     counts = {"test": clips} if heldout else split_counts(clips)
+    recipe = _recipe(seed, seconds, sample_rate, generator, fonts, meters, heldout)
+    reuse = _same_recipe(out, recipe)
+    write_text(out / RECIPE, json.dumps(recipe, sort_keys=True))
     total, done, n = sum(counts.values()), 0, round(seconds * sample_rate)
     timeout = 60.0 + 10.0 * seconds
     info: dict[str, list] = {}
@@ -414,13 +448,15 @@ def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: i
                     banks = {src: fonts[int(rng.integers(len(fonts)))] for src in SOURCES}
                     augs = {src: _augment(rng, src) for src in SOURCES}
                 jobs_ = {}
-                for src in SOURCES:
+                if reuse and all((out / split / src / f"{i:05d}.wav").exists() for src in SOURCES):
+                    jobs_ = None  # rendered by an earlier run of the same recipe: clip i depends only on it
+                for src in SOURCES if jobs_ is not None else ():
                     notes, program, channel = parts[src]
                     mid, wav = Path(tmp) / f"{src}.mid", Path(tmp) / f"{src}.wav"
                     _write_midi(mid, notes, program, channel, bpm, beats)
                     jobs_[src] = pool.submit(_render_or_default, mid, wav, banks[src], sample_rate, timeout,
                                              notes, channel, bpm, beats)
-                for src in SOURCES:
+                for src in SOURCES if jobs_ is not None else ():
                     audio = jobs_[src].result()[:n]
                     audio = np.pad(audio, (0, n - audio.size))
                     if src in augs:
