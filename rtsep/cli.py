@@ -318,7 +318,8 @@ def eval_priors_cmd(
 def train_chain_cmd(
     model_dir: Path = typer.Argument(..., help="Model directory with an encoder and TF priors."),
     data: Path = typer.Option(..., help="A generated set (DATA/train/<source>/*.wav, the same clips for every source)."),
-    chain_steps: int = typer.Option(4, "--chain-steps", min=1, max=16, help="K, the chain's steps."),
+    chain_steps: int = typer.Option(4, "--chain-steps", min=0, max=16, help="K, the chain's steps (0 only with "
+                                    "--encoder-lr: the fine-tune's equal-steps control)."),
     steps: int = typer.Option(200, min=1, help="Optimiser steps (resumes where it stopped)."),
     batch: int = typer.Option(4, min=1),
     seconds: float = typer.Option(2.0, min=0.5, help="Training excerpt length."),
@@ -326,20 +327,26 @@ def train_chain_cmd(
     seed: int = typer.Option(0),
     per_source: bool = typer.Option(True, "--per-source/--shared", help="A step size per source and step, or "
                                     "one per step."),
+    encoder_lr: float = typer.Option(0.0, "--encoder-lr", min=0.0, help="Also fine-tune the encoder through the "
+                                     "K steps at this Adam step size, e.g. 1e-4 (0: encoder frozen)."),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
     """Learn the TF chain's levels, step sizes and prior weights through its K unrolled steps; the card's
-    chain becomes it (encoder and priors unchanged)."""
+    chain becomes it (priors unchanged; the encoder too unless --encoder-lr)."""
     set_threads(threads)
     from .train.chain import ChainTraining, train_chain
 
     rec = train_chain(model_dir, data, ChainTraining(steps=steps, chain_steps=chain_steps, batch=batch,
-                                                     seconds=seconds, lr=lr, seed=seed, per_source=per_source),
+                                                     seconds=seconds, lr=lr, seed=seed, per_source=per_source,
+                                                     encoder_lr=encoder_lr),
                       minutes=minutes)
     v = rec["valid_si_sdri"]
     out.print("valid SI-SDRi encoder -> chain: " + ", ".join(f"{s} {v['encoder'][s]:+.2f} -> {v['chain'][s]:+.2f}"
                                                              for s in v["encoder"]))
+    if "encoder_tuned" in v:
+        out.print("valid SI-SDRi of the fine-tuned encoder alone: "
+                  + ", ".join(f"{s} {v['encoder_tuned'][s]:+.2f}" for s in v["encoder"]))
     out.print(f"learned: {rec['learned']}; run `rtsep export {model_dir}` for the ONNX graphs")
 
 

@@ -8,10 +8,16 @@ from the frozen encoder's estimate on training mixtures, and the negative SI-SDR
 encoder and the priors stay as they are. What uses stems: only these numbers (the song's own
 stems of the training split, mixed by mean). The steps start small, so K steps begin near the
 identity and move away from it only as far as the training mixtures reward.
+
+`encoder_lr` > 0 fine-tunes the encoder through the same K steps (the loss is then the chain's output
+alone), so it learns to hand the chain what the priors can finish; K = 0 with it is the equal-steps
+control, the encoder fine-tuned on the same mixtures and loss without a chain. The stems then also
+train the encoder.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, replace
@@ -28,7 +34,7 @@ from ..langevin import LangevinConfig
 from ..metrics import si_sdr_improvement
 from ..nn.encoder import STFT
 from ..nn.tfprior import StackedTFPriors, TFPrior
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint, save_weights
 from .encoder import check_coherent, coherent_excerpts
 from .progress import bar
 
@@ -46,6 +52,8 @@ class ChainTraining:
     valid_clips: int = 12
     checkpoint_every: int = 25
     per_source: bool = True
+    encoder_lr: float = 0.0
+    """Adam step size of the encoder fine-tuned through the chain (0: the encoder stays frozen)."""
 
 
 class Chain(torch.nn.Module):
@@ -83,6 +91,8 @@ class Chain(torch.nn.Module):
         sigmas, lrs, weight = self.schedule()
         if not theta.requires_grad:
             theta = theta.requires_grad_()
+        if not len(sigmas):  # K = 0: the encoder alone (the fine-tune's control)
+            return x0
         for sigma, lr in zip(sigmas, lrs):
             lp = self.stacked(theta, mix_power, sigma.expand(b), weight).sum()
             (g,) = torch.autograd.grad(lp, theta, create_graph=True)
@@ -133,9 +143,17 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     bundle = Bundle.load(model, verify=False)
     if not bundle.has_encoder or not bundle.has_tf_priors:
         raise BundleError(f"{bundle.path}: `rtsep train chain` needs an encoder and TF priors")
+    if tr.chain_steps < 1 and not tr.encoder_lr:
+        raise BundleError("a chain of 0 steps has nothing to learn: give --encoder-lr for the fine-tune's control")
     torch.manual_seed(tr.seed)
     encoder = bundle.torch_encoder()
     encoder.requires_grad_(False)
+    frozen = copy.deepcopy(encoder)  # the baseline the valid split compares against
+    tune = tr.encoder_lr > 0
+    if tune:
+        encoder.requires_grad_(True)
+        if getattr(encoder, "stft", None) is not None:
+            encoder.stft.fft = True  # the exported convolutions' transform, cheaper to train
     priors = bundle.torch_tf_priors()
     n_fft, hop = priors[0].cfg.n_fft, priors[0].cfg.hop
     chain = Chain(priors, tr.chain_steps, n_fft, hop, tr.per_source)
@@ -150,29 +168,36 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
         train_sets = valid_sets = solo
         draw = independent_excerpts
     length = int(tr.seconds * sr) // hop * hop
-    params = [chain.log_sigma, chain.raw_lr, chain.log_weight]
-    opt = torch.optim.Adam(params, lr=tr.lr)
+    groups = [{"params": [chain.log_sigma, chain.raw_lr, chain.log_weight], "lr": tr.lr}]
+    if tune:
+        groups.append({"params": list(encoder.parameters()), "lr": tr.encoder_lr})
+    opt = torch.optim.Adam(groups)
     rng = np.random.default_rng(tr.seed)
     ckpt_path = bundle.path / "ckpt" / "chain.pt"
     ckpt = load_checkpoint(ckpt_path)
     step, elapsed, history = 0, 0.0, []
     if ckpt is not None:
-        if ckpt["chain_steps"] != tr.chain_steps or ckpt["chain"]["raw_lr"].shape != chain.raw_lr.shape:
+        if (ckpt["chain_steps"] != tr.chain_steps or ckpt["chain"]["raw_lr"].shape != chain.raw_lr.shape
+                or ("encoder" in ckpt) != tune):
             raise BundleError(f"checkpoint {ckpt_path} is for another chain (K={ckpt['chain_steps']}, step sizes "
-                              f"{tuple(ckpt['chain']['raw_lr'].shape)}); remove it to restart")
+                              f"{tuple(ckpt['chain']['raw_lr'].shape)}, encoder "
+                              f"{'tuned' if 'encoder' in ckpt else 'frozen'}); remove it to restart")
         chain.load_state_dict(ckpt["chain"], strict=False)
+        if tune:
+            encoder.load_state_dict(ckpt["encoder"])
         opt.load_state_dict(ckpt["opt"])
         rng = restore_rng(ckpt["rng"])
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
 
     def checkpoint() -> None:
         state = {k: v for k, v in chain.state_dict().items() if k in ("log_sigma", "raw_lr", "log_weight")}
+        extra = {"encoder": encoder.state_dict()} if tune else {}
         save_checkpoint(ckpt_path, chain=state, opt=opt.state_dict(), rng=rng_state(rng), step=step, elapsed=elapsed,
-                        history=history, chain_steps=tr.chain_steps)
+                        history=history, chain_steps=tr.chain_steps, **extra)
 
-    def encode(mix: torch.Tensor) -> torch.Tensor:
+    def encode(mix: torch.Tensor, net: torch.nn.Module = encoder) -> torch.Tensor:
         with torch.no_grad():
-            return encoder(mix[:, None])[0]
+            return net(mix[:, None])[0]
 
     deadline = time.monotonic() + minutes * 60 if minutes else None
     t0, ema = time.monotonic(), None
@@ -181,14 +206,17 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
         while step < tr.steps and (deadline is None or time.monotonic() < deadline):
             src = torch.from_numpy(draw(rng, train_sets, tr.batch, length, (tr.gain_min, tr.gain_max)))
             mix = src.mean(dim=1)
-            x0 = encode(mix)
+            x0 = encoder(mix[:, None])[0] if tune else encode(mix)
             loss = neg_si_sdr(chain(x0, mix), src) - neg_si_sdr(x0, src).detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if tune:
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), 5.0)
             opt.step()
             step += 1
             ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-            progress.update(task, advance=1, info=f"gain over the encoder {-ema:+.2f} dB")
+            progress.update(task, advance=1, info=(f"neg SI-SDR change {ema:+.2f} dB" if tune else
+                                                   f"gain over the encoder {-ema:+.2f} dB"))
             if step % tr.checkpoint_every == 0 or step == tr.steps:
                 elapsed += time.monotonic() - t0
                 t0 = time.monotonic()
@@ -201,13 +229,20 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     # valid split: fixed coherent 4 s mixtures, encoder alone against encoder + this chain
     vsrc = draw(np.random.default_rng(99), valid_sets, tr.valid_clips, 4 * sr // hop * hop, (0.5, 1.0))
     vmix = vsrc.mean(axis=1)
+    encoder.eval()
     x0 = encode(torch.from_numpy(vmix))
     refined = torch.cat([chain(x0[i : i + 1], torch.from_numpy(vmix[i : i + 1])).detach()
                          for i in range(len(vmix))]).numpy()
-    before, after = improvements(x0.numpy(), vsrc, vmix), improvements(refined, vsrc, vmix)
+    base = encode(torch.from_numpy(vmix), frozen).numpy()
+    before, after = improvements(base, vsrc, vmix), improvements(refined, vsrc, vmix)
+    tuned = improvements(x0.numpy(), vsrc, vmix)
     ok = [k for k in range(len(sources)) if not np.isnan(before[:, k]).all()]
-    before, after, sources = before[:, ok], after[:, ok], [sources[k] for k in ok]
+    before, after, tuned, sources = before[:, ok], after[:, ok], tuned[:, ok], [sources[k] for k in ok]
     chain_numbers = "K + KN + N" if tr.per_source else "2K + N"
+    if tune:
+        if getattr(encoder, "stft", None) is not None:
+            encoder.stft.fft = False
+        save_weights(bundle.path / "encoder.pt", encoder)
     training = {**tr.__dict__, "steps_done": step, "elapsed_seconds": round(elapsed, 1),
                 "data": str(data) if solo is None else "solo excerpts (rtsep adapt)",
                 "history": history[-20:], **provenance()}
@@ -217,8 +252,18 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
               "learned": {"tf_sigmas": sigmas.round(5).tolist(), "tf_lrs": lrs.round(5).tolist(),
                           "tf_weights": weight.round(5).tolist()},
               "stems_used_for": (f"the {chain_numbers} chain numbers only (encoder and priors frozen)"
+                                 if solo is None and not tune else
+                                 f"the {chain_numbers} chain numbers and the encoder's fine-tune (priors frozen)"
                                  if solo is None else
-                                 f"none: mixtures of the user's solo excerpts train the {chain_numbers} chain numbers")}
+                                 f"none: mixtures of the user's solo excerpts train the {chain_numbers} chain numbers"
+                                 + (" and fine-tune the encoder" if tune else ""))}
+    if tune:
+        record["valid_si_sdri"]["encoder_tuned"] = dict(zip(sources, np.round(np.nanmean(tuned, 0), 2).tolist()))
+        entry = dict(bundle.card["encoder"])
+        entry["chain_fine_tune"] = {"chain_steps": tr.chain_steps, "steps": step, "encoder_lr": tr.encoder_lr,
+                                    "batch": tr.batch, "seconds": tr.seconds, "elapsed_seconds": round(elapsed, 1),
+                                    "data": training["data"]}
+        update_card(bundle.path, "encoder", value=entry)
     lcfg = replace(LangevinConfig.from_card(bundle.card, bundle.path), steps=tr.chain_steps, space="mask", prior="tf",
                    temperature=0.0, warm_start=1.0, n_fft=n_fft, hop=hop, **record["learned"])
     fields = {k: getattr(lcfg, k) for k in LangevinConfig.__dataclass_fields__}
