@@ -6,7 +6,8 @@ output sample as soon as the input its filter needs has arrived: the filter is t
 `scipy.signal.resample_poly` designs (a Kaiser-windowed sinc, beta 5, 10 zero crossings per side
 of the lower Nyquist), so its delay is half the filter, about 0.6 ms at 48 <-> 16 kHz and at 44.1 <-> 16 kHz.
 Output samples are aligned with the input (the filter's delay is compensated, not added), and the
-output of successive `process` calls concatenates to the one-shot result.
+output of successive `process` calls concatenates to the one-shot result. Cost at live sizes (one
+input channel down, four stems up): about RTF 0.013 at 48 kHz, 0.017 at 44.1 kHz, against soxr's 0.002.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ __all__ = ["PolyphaseResampler"]
 HALF_ZEROS = 10
 """Zero crossings of the sinc on each side of its centre (resample_poly's half_len factor)."""
 KAISER_BETA = 5.0
+FEW_PHASES = 16
+"""Up to this many polyphase filters, outputs are grouped by filter (a matrix product per filter)."""
 
 
 def design(up: int, down: int) -> tuple[np.ndarray, int]:
@@ -96,8 +99,20 @@ class PolyphaseResampler:
         lo_pad = max(0, -int(first.min()))  # inputs before the stream's start are zeros
         hi_pad = max(0, int(first.max()) + self._taps - self._buf.shape[1])  # and so are those after its end
         buf = np.pad(self._buf, ((0, 0), (lo_pad, hi_pad))) if lo_pad or hi_pad else self._buf
-        idx = (first + lo_pad)[:, None] + np.arange(self._taps)[None, :]  # (J, taps)
-        out = np.einsum("cjt,jt->cj", buf[:, idx], self._weights[r], optimize=True)
+        buf = np.ascontiguousarray(buf, dtype=np.float32)
+        # (C, n - taps + 1, taps) windows as a strided view (numpy's sliding_window_view costs 80 us a call)
+        windows = np.ndarray((self.channels, buf.shape[1] - self._taps + 1, self._taps), np.float32, buffer=buf,
+                             strides=(buf.strides[0], buf.strides[1], buf.strides[1]))
+        start = first + lo_pad
+        if self.up <= FEW_PHASES:  # 48 <-> 16 kHz: outputs j, j + up, ... share a filter, inputs `down` apart
+            out = np.empty((self.channels, js.size), np.float32)
+            for o in range(min(self.up, js.size)):
+                count = len(range(o, js.size, self.up))
+                s0 = int(start[o])
+                inputs = windows[:, s0 : s0 + self.down * (count - 1) + 1 : self.down]
+                out[:, o :: self.up] = inputs @ self._weights[r[o]]
+        else:  # 16 -> 44.1 kHz: 441 filters, each output its own
+            out = np.einsum("cjt,jt->cj", windows[:, start], self._weights[r])
         self._emitted = end
         # keep the input the next outputs still read: from the next output's first tap on
         nxt = end * self.down
