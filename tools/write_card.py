@@ -80,7 +80,9 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
                 f"{t['steps_done']} steps of batch {t['batch']} x {t['seconds']} s on `{t['data']}` in "
                 f"{t['elapsed_seconds'] / 60:.1f} min; stems used for: {ch['stems_used_for']}. "
                 f"Learned: `{json.dumps(ch['learned'])}`. Valid-split SI-SDRi encoder -> chain: "
-                + ", ".join(f"{s} {v['encoder'][s]:+.2f} -> {v['chain'][s]:+.2f}" for s in v["encoder"]) + ".", ""]
+                + ", ".join(f"{s} {v['encoder'][s]:+.2f} -> {v['chain'][s]:+.2f}" for s in v["encoder"]) + "."
+                + (" The fine-tuned encoder alone: " + ", ".join(f"{s} {v['encoder_tuned'][s]:+.2f}" for s in v["encoder"])
+                   + "." if "encoder_tuned" in v else ""), ""]
     ad = card.get("adapted")
     if ad and ad.get("status") == "done":
         out += ["## Adaptation (`rtsep adapt`)", "",
@@ -96,7 +98,19 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
                 f"{t['seconds'] / 60:.1f} min on {t.get('machine', '?')}; KL sigma {t.get('kl_sigma')}, gamma {t.get('gamma')}; "
                 f"filters {c['filters']}, hidden {c['hidden']}, {c['blocks']} blocks x {c['repeats']}, "
                 f"receptive field {(2 ** c['blocks'] - 1) * c['repeats'] * c['stride'] + c['stride']} samples per side. "
-                f"Data: `{t['data']}` (mixtures of independent random excerpts; no paired stems).", ""]
+                f"Data: `{t['data']}` ({mixtures(t)})."
+                + (" Runs: " + "; ".join(f"`{r['data']}` from step {r['from_step']}" for r in t["runs"]) + "."
+                   if len(t.get("runs", [])) > 1 else "")
+                + (f" Initialised from `{t['init_from']}`." if t.get("init_from") else ""), ""]
+        if t.get("valid_curve"):
+            out += ["Validation curve (valid-split SI-SDRi, dB): " + "; ".join(
+                f"step {v['step']}: " + " / ".join(f"{v[k]:+.2f}" for k in v if k.startswith("valid_"))
+                for v in t["valid_curve"][-6:]) + ".", ""]
+        ft = enc.get("chain_fine_tune")
+        if ft:
+            out += [f"Then fine-tuned through the K = {ft['chain_steps']} chain (`rtsep train chain --encoder-lr "
+                    f"{ft['encoder_lr']:g}`): {ft['steps']} steps of batch {ft['batch']} x {ft['seconds']} s on "
+                    f"`{ft['data']}`, {ft['elapsed_seconds'] / 60:.1f} min with the chain's numbers.", ""]
     for key, res in card.get("separation_eval", {}).items():
         out += [f"## Separation, `{key}`: SI-SDRi in dB, median (mean), {res['clips']} held-out mixtures of "
                 f"{res['seconds']:.1f} s from `{res['data']}`, backend {res['backend']}", ""]
@@ -118,6 +132,15 @@ def render(model_dir: Path, card: dict, note: str = "") -> str:
     if card.get("notes"):
         out += ["## Notes", "", *[f"- {n}" for n in card["notes"]], ""]
     return "\n".join(out) + "\n"
+
+
+def mixtures(t: dict) -> str:
+    """What the encoder's training mixtures were made of."""
+    if t.get("objective") == "supervised":
+        share = float(t.get("coherent", 0.0))
+        return (f"supervised: {share:.0%} of the mixtures a clip's own aligned stems, the rest independent random "
+                "excerpts mixed" if share else "supervised: independent random excerpts mixed, their stems the targets")
+    return "mixtures of independent random excerpts; no paired stems"
 
 
 def main() -> None:
