@@ -386,7 +386,7 @@ def check_music4(clips: int, seconds: float, sample_rate: int, soundfont: Path |
     return _find_soundfonts(given, heldout, generator)
 
 
-RECIPE = ".recipe.json"  # what the clips in a folder were rendered from, written before the first one
+RECIPE = ".recipe.json"  # what an unfinished folder's clips are rendered from (written before the first one)
 
 
 def _recipe(seed: int, seconds: float, sample_rate: int, generator: str, fonts: list[Path],
@@ -479,4 +479,5 @@ def make_music4(out: Path, clips: int, seconds: float, sample_rate: int, seed: i
         manifest.update(version=generator, soundfonts=[f.resolve().name for f in fonts], meters=list(meters),
                         clips=info)
     write_manifest(out, manifest)
+    (out / RECIPE).unlink(missing_ok=True)  # the manifest now says the same (`_same_recipe` reads it back)
     return manifest
