@@ -4,7 +4,8 @@ MODEL_DIR holds `card.json` (`card["priors"][source]["config"]`, `card["encoder"
 the weights `priors/<source>.pt` and `encoder.pt`. `export_bundle` writes into OUT (default
 MODEL_DIR/onnx/):
 
-    encoder.onnx        mix (B, 1, T) -> mean (B, N, T), log_scale (B, N, T)
+    encoder.onnx        mix (B, 1, T) -> mean (B, N, T), log_scale (B, N, T); an STFT encoder between its
+                        transforms: spec (B, 2F, L) -> logits (B, N, F, L), log_scale (`rtsep.stft_encoder`)
     step.onnx           one Langevin step for all N sources, every prior's score inside:
                         x (B, N, T), mix (B, 1, T), noise (B, N, T), sigma/eta/lik/proj (B,)
                         -> x_next (B, N, T)   (the formula in rtsep.langevin)
@@ -49,6 +50,7 @@ from .nn.flow import FlowPrior
 from .nn.score import INPUT_NAMES as SCORE_INPUTS
 from .nn.score import OUTPUT_NAMES as SCORE_OUTPUTS
 from .nn.score import STEP_INPUTS, STEP_OUTPUTS, ScoreModule, StepModule, score_graph, step_function, step_graph
+from .stft_encoder import INTERFACE, SPECTRAL_INPUTS, SPECTRAL_OUTPUTS, encoder_runner
 from .nn.tfprior import (TF_GRAD_INPUTS, TF_GRAD_OUTPUTS, TFGradModule, TFPrior, mask_grad_function, mask_grad_graph,
                          stft_power)
 
@@ -141,17 +143,35 @@ def _name_io(program: Any, inputs: Sequence[str], outputs: Sequence[str]) -> Non
         value.name = name
 
 
+class _Spectral(torch.nn.Module):
+    """The STFT encoder between its transforms (`Encoder.spectral`), as a module to export."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder.spectral(spec)
+
+
 def export_encoder(encoder: Encoder, path: Path, window: int, meta: dict[str, Any]) -> None:
-    """encoder.onnx with dynamic batch and time (time a multiple of the encoder stride)."""
+    """encoder.onnx with dynamic batch and time (time a multiple of the encoder stride). An STFT encoder
+    is exported between its transforms (spec -> mask logits, log-scale; `rtsep.stft_encoder`), with
+    `interface: spectrum`, `n_fft` and `consistency` in its metadata."""
     from torch.export import Dim
 
     batch, frames = Dim("batch", min=1, max=4096), Dim("frames", min=2, max=1 << 22)
-    example = (torch.zeros(2, 1, window),)
+    if encoder.cfg.front == "stft":
+        module, bins = _Spectral(encoder), encoder.stft.bins
+        example, shapes = (torch.zeros(2, 2 * bins, window // encoder.cfg.stride),), {"spec": {0: batch, 2: frames}}
+        names = (SPECTRAL_INPUTS, SPECTRAL_OUTPUTS)
+        meta = {**meta, "interface": INTERFACE, "n_fft": encoder.cfg.n_fft, "consistency": encoder.cfg.consistency}
+    else:
+        module, example = encoder, (torch.zeros(2, 1, window),)
+        shapes, names = {"mix": {0: batch, 2: encoder.cfg.stride * frames}}, (ENCODER_INPUTS, ENCODER_OUTPUTS)
     with _quiet_export(), torch.no_grad():
-        program = torch.onnx.export(
-            encoder, example, dynamo=True, verbose=False,
-            dynamic_shapes={"mix": {0: batch, 2: encoder.cfg.stride * frames}})
-    _name_io(program, ENCODER_INPUTS, ENCODER_OUTPUTS)
+        program = torch.onnx.export(module, example, dynamo=True, verbose=False, dynamic_shapes=shapes)
+    _name_io(program, *names)
     _save(program, path, meta)
 
 
@@ -259,9 +279,9 @@ def _clips(audio: Sequence[np.ndarray] | np.ndarray | None, window: int) -> list
 
 def check_encoder(sess: Any, encoder: Encoder, inputs: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """The encoder graph against torch on each named (B, 1, T) input (see `_compare`)."""
-    out = {}
+    out, run = {}, encoder_runner(sess)
     for name, mix in inputs.items():
-        got = sess.run(list(ENCODER_OUTPUTS), {"mix": mix})
+        got = run(mix[:, 0])
         with torch.no_grad():
             want = encoder(torch.from_numpy(mix))
         out[name] = _compare(got, want, absolute=True)

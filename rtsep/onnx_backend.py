@@ -16,6 +16,7 @@ from .bundle import ONNX_ENCODER, ONNX_STEP, ONNX_TF_GRAD, Bundle
 from .errors import BundleError
 from .langevin import Step
 from .runtime import CUDA, metadata, session
+from .stft_encoder import encoder_runner
 
 STEP_FEEDS = ("noise", "sigma", "eta", "lik", "proj")
 
@@ -46,6 +47,7 @@ class OnnxBackend:
                 raise BundleError(f"{bundle.onnx_dir / name} was exported at {meta['sample_rate']} Hz, "
                                   f"the card says {self.sample_rate} Hz")
         self.stride = int(metadata(self.encoder).get("stride", 16)) if self.encoder is not None else 1
+        self._encode = encoder_runner(self.encoder) if self.encoder is not None else None
         self.band_prior = band_prior_of(bundle.card) if bundle.has_encoder else None
         self._onnx_dir, self._provider_choice, self._threads = bundle.onnx_dir, provider, threads
         self._scores: list | None = None  # per-source score graphs, loaded when relabelling first asks
@@ -60,8 +62,7 @@ class OnnxBackend:
         if self.encoder is None:
             mean = np.repeat(np.asarray(mix, dtype=np.float32)[:, None], len(self.sources), axis=1)
             return mean, np.zeros_like(mean)
-        mean, log_scale = self.encoder.run(None, {"mix": np.ascontiguousarray(mix[:, None], dtype=np.float32)})
-        return mean, log_scale
+        return self._encode(mix)
 
     def log_probs(self, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """x (B, N, T), sigma (B,) -> (B, N) log-densities, from the score_<source>.onnx graphs."""

@@ -69,14 +69,27 @@ def test_learned_front_is_the_default_for_old_cards():
         Encoder(EncoderConfig(sources=SOURCES, front="mel"))
 
 
-def test_stft_encoder_onnx_parity(tmp_path):
-    enc = stft_encoder(3)
+@pytest.mark.parametrize("front", ["stft", "learned"])
+def test_encoder_onnx_parity(tmp_path, front):
+    """The STFT encoder's graph holds only the network between its transforms (numpy's FFT does them,
+    `rtsep.stft_encoder`), the learned front's the whole encoder: both must equal torch end to end."""
+    import onnx
+
+    from rtsep.stft_encoder import INTERFACE, encoder_runner
+
+    torch.manual_seed(3)
+    enc = stft_encoder(3) if front == "stft" else Encoder(EncoderConfig(
+        sources=SOURCES, filters=16, stride=16, bottleneck=8, hidden=16, blocks=2)).eval()
     path = tmp_path / "encoder.onnx"
-    export_encoder(enc, path, 1024, {"graph": "encoder"})
+    export_encoder(enc, path, 1024, {"graph": "encoder", "stride": enc.cfg.stride})
     sess = runtime.session(path, provider="cpu", threads=1)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert (runtime.metadata(sess).get("interface") == INTERFACE) == (front == "stft")
+    assert ("ConvTranspose" in ops) == (front == "learned"), ops  # no dense inverse STFT left in the graph
+    run = encoder_runner(sess)
     for batch, length in ((2, 1024), (1, 64 * 37)):
         mix = (0.3 * np.random.default_rng(length).standard_normal((batch, 1, length))).astype(np.float32)
-        mean, log_scale = sess.run(["mean", "log_scale"], {"mix": mix})
+        mean, log_scale = run(mix[:, 0])
         with torch.no_grad():
             want_mean, want_ls = enc(torch.from_numpy(mix))
         np.testing.assert_allclose(mean, want_mean.numpy(), rtol=0, atol=1e-4)

@@ -37,12 +37,13 @@ from .labels import best_labelling, permuter
 class NumpySTFT:
     """sqrt-Hann real STFT with `hop` | n_fft / 2, T / hop frames, and its exact inverse and adjoint."""
 
-    def __init__(self, n_fft: int = 1024, hop: int = 256) -> None:
+    def __init__(self, n_fft: int = 1024, hop: int = 256, dtype: type = np.float64) -> None:
         if n_fft % (2 * hop):
             raise ValueError(f"hop {hop} must divide n_fft / 2 = {n_fft // 2}")
         self.n_fft, self.hop, self.pad = n_fft, hop, (n_fft - hop) // 2
         self._overlaps: dict[int, np.ndarray] = {}  # window-square sum per frame count: every step reuses it
-        self.win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft))
+        # float32 for the encoder's transforms (as fast as its graph's precision allows), float64 for the chains
+        self.win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(dtype)
         c = np.full(n_fft // 2 + 1, 2.0)
         c[0] = c[-1] = 1.0
         self.c = c / n_fft  # d irfft / d (Re, Im) is c * rfft
@@ -84,9 +85,9 @@ class NumpySTFT:
 
 
 @functools.lru_cache(maxsize=8)
-def numpy_stft(n_fft: int, hop: int) -> NumpySTFT:
+def numpy_stft(n_fft: int, hop: int, dtype: type = np.float64) -> NumpySTFT:
     """One NumpySTFT per frame shape, shared by every block of every stream (its overlap cache too)."""
-    return NumpySTFT(n_fft, hop)
+    return NumpySTFT(n_fft, hop, dtype)
 
 
 def softmax(theta: np.ndarray, axis: int) -> np.ndarray:
