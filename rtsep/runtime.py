@@ -117,13 +117,18 @@ def metadata(sess: Any) -> dict[str, Any]:
 
 def warmup_inputs(sess: Any, length: int | None = None) -> dict[str, np.ndarray]:
     """Zeros of each input's shape: free batch axes 1, a free time axis `length` (default: the
-    graph's `window` metadata); an input named "sigma" (a noise level) is filled with 0.1."""
+    graph's `window` metadata, in samples; a last axis named "frames" gets that window's STFT frames,
+    not `length` frames, which ran the spectral encoder on 64x the audio and kept a 600 MB arena);
+    an input named "sigma" (a noise level) is filled with 0.1."""
     meta = metadata(sess)
     if length is None:
         length = int(meta.get("window", 1024))
+    frames = length // int(meta.get("stride", 1)) + 1
     feeds = {}
     for arg in sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else (length if i == len(arg.shape) - 1 and i > 0 else 1)
+        last = len(arg.shape) - 1
+        shape = [d if isinstance(d, int) and d > 0 else
+                 ((frames if d == "frames" else length) if i == last and i > 0 else 1)
                  for i, d in enumerate(arg.shape)]
         dtype = _DTYPES.get(arg.type, np.float32)
         feeds[arg.name] = np.full(shape, 0.1 if arg.name == "sigma" else 0, dtype=dtype)

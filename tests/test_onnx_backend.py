@@ -29,3 +29,15 @@ def test_onnx_engine_matches_torch_engine(random_model, tmp_path):
                        space="mask").separate(x, 16000)
     assert np.abs(a - b).max() < 1e-3
     assert np.abs(b.sum(axis=0) - x).max() < 1e-5
+
+
+def test_warmup_runs_the_spectral_encoder_on_one_window_not_a_window_of_frames():
+    """The warm-up run sized the encoder graph's "frames" axis as `window` samples' worth of frames: 16384
+    frames (4 min of audio) grew ONNX Runtime's arena to ~600 MB RSS in every process that loaded music4."""
+    from rtsep.bundle import Bundle
+    from rtsep.runtime import metadata, session, warmup_inputs
+
+    sess = session(Bundle.load("toy4").graph("encoder.onnx"), "cpu", 1, warmup=False)
+    meta = metadata(sess)
+    spec = warmup_inputs(sess)["spec"]
+    assert spec.shape[0] == 1 and spec.shape[-1] == int(meta["window"]) // int(meta["stride"]) + 1
