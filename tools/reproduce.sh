@@ -25,13 +25,38 @@ update_card(out, "encoder", value=read_card(enc)["encoder"])
 update_card(out, "sample_rate", value=read_card(pri)["sample_rate"])
 PY
 }
-# copy_priors SRC DST: SRC's priors (and their checkpoints, so DST can resume them) and card, without
-# its encoder or that encoder's evaluations, as the start of another run.
+# copy_priors SRC DST: SRC's priors and TF priors (and their checkpoints, so DST can resume them) and card,
+# without its encoder or that encoder's evaluations and bench, as the start of another run.
 copy_priors() {
   mkdir -p "$2/ckpt" && cp -r "$1/priors" "$2/"
+  if [ -d "$1/tf_priors" ]; then cp -r "$1/tf_priors" "$2/"; fi
   if compgen -G "$1/ckpt/prior_*.pt" > /dev/null; then cp "$1"/ckpt/prior_*.pt "$2/ckpt/"; fi
-  python -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('encoder', None); c.pop('separation_eval', None); json.dump(c, open(sys.argv[2], 'w'))" \
+  python -c "import json,sys; c=json.load(open(sys.argv[1])); [c.pop(k, None) for k in ('encoder', 'separation_eval', 'bench_cpu')]; json.dump(c, open(sys.argv[2], 'w'))" \
     "$1/card.json" "$2/card.json"
+}
+# ship_encoder SRC OUT [KEY...]: SRC's encoder weights and card section into the model OUT, and SRC's card KEYs
+# (its chain, its evaluations); OUT's bench goes, it timed the encoder it had.
+ship_encoder() {
+  python - "$@" <<'PY'
+import shutil, sys
+from pathlib import Path
+from rtsep.card import read_card, update_card, write_card
+src, out, keys = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+shutil.copy(src / "encoder.pt", out / "encoder.pt")
+update_card(out, "encoder", value=read_card(src)["encoder"])
+card, given = read_card(out), read_card(src)
+card.update({k: given[k] for k in keys})
+card.pop("bench_cpu", None)
+write_card(out, card)
+PY
+}
+# v2_eval_data: the held-out sets every generator-v2 model is measured on: seed-99 songs rendered with MuseScore
+# General and with FluidR3, and the 6/8 style hold-out.
+v2_eval_data() {
+  [ -f data/m4v2-muse/manifest.json ] || rtsep data music4 data/m4v2-muse --heldout --clips 40 --seconds 4 --seed 99 --meters 4/4,3/4
+  [ -f data/m4v2-fluid/manifest.json ] || rtsep data music4 data/m4v2-fluid --heldout --clips 40 --seconds 4 --seed 99 \
+    --meters 4/4,3/4 --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
+  [ -f data/m4v2-style/manifest.json ] || rtsep data music4 data/m4v2-style --heldout --clips 40 --seconds 4 --seed 98 --meters 6/8
 }
 # copy_encoder SRC DST: SRC's encoder weights and checkpoint, for DST to train on from there.
 copy_encoder() {
@@ -482,10 +507,7 @@ if [ "$SET" = music4-wide ]; then
   # About 100 min of training on the 2-core machine (other jobs sharing it), resumable.
   OUT=${OUT:-runs/m4x}
   [ -f data/music4-v2/manifest.json ] || rtsep data music4 data/music4-v2 --clips 800 --seconds 8 --seed 0 --meters 4/4,3/4
-  [ -f data/m4v2-muse/manifest.json ] || rtsep data music4 data/m4v2-muse --heldout --clips 40 --seconds 4 --seed 99 --meters 4/4,3/4
-  [ -f data/m4v2-fluid/manifest.json ] || rtsep data music4 data/m4v2-fluid --heldout --clips 40 --seconds 4 --seed 99 \
-    --meters 4/4,3/4 --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
-  [ -f data/m4v2-style/manifest.json ] || rtsep data music4 data/m4v2-style --heldout --clips 40 --seconds 4 --seed 98 --meters 6/8
+  v2_eval_data
   [ -f data/music4-muse-v1/manifest.json ] || rtsep data music4 data/music4-muse-v1 --heldout --clips 20 --seconds 4 --seed 99 --generator v1
   [ -f data/music4-eval-v1/manifest.json ] || rtsep data music4 data/music4-eval-v1 --heldout --clips 20 --seconds 4 --seed 99 \
     --generator v1 --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
@@ -511,14 +533,7 @@ if [ "$SET" = music4-long ]; then
   [ -f "$W/card.json" ] || { mkdir -p "$W" && cp -r models/music4/priors "$W/" && python -c "import json,sys; c=json.load(open('models/music4/card.json')); json.dump({k: c[k] for k in ('schema', 'priors', 'sample_rate', 'langevin') if k in c}, open(sys.argv[1], 'w'))" "$W/card.json"; }
   rtsep train encoder "$W" --data data/music4-v3 --init-from runs/m4x --objective supervised --segment 16384 --batch 8 \
     --steps 22000 --lr 5e-4 --loss sdr --coherent 0.5 --valid-every 1000 --threads 1 --gain-min 0.5 --gain-max 1.0
-  [ "$OUT" = "$W" ] || python - "$W" "$OUT" <<'PY'
-import shutil, sys
-from pathlib import Path
-from rtsep.card import read_card, update_card
-src, out = map(Path, sys.argv[1:3])
-shutil.copy(src / "encoder.pt", out / "encoder.pt")
-update_card(out, "encoder", value=read_card(src)["encoder"])
-PY
+  [ "$OUT" = "$W" ] || ship_encoder "$W" "$OUT"
   rm -f "$OUT/ckpt/chain.pt"
   rtsep train chain "$OUT" --data data/music4-v2 --chain-steps 2 --steps 800 --encoder-lr 1e-4 --threads 2
   rtsep export "$OUT"
@@ -535,12 +550,9 @@ if [ "$SET" = music4-big ]; then
   # graph holds no dense STFT (rtsep.stft_encoder).
   OUT=${OUT:-models/music4}
   [ -f data/music4-v3/manifest.json ] || rtsep data music4 data/music4-v3 --clips 1600 --seconds 8 --seed 0 --meters 4/4,3/4
-  [ -f data/m4v2-muse/manifest.json ] || rtsep data music4 data/m4v2-muse --heldout --clips 40 --seconds 4 --seed 99 --meters 4/4,3/4
-  [ -f data/m4v2-fluid/manifest.json ] || rtsep data music4 data/m4v2-fluid --heldout --clips 40 --seconds 4 --seed 99 \
-    --meters 4/4,3/4 --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
-  [ -f data/m4v2-style/manifest.json ] || rtsep data music4 data/m4v2-style --heldout --clips 40 --seconds 4 --seed 98 --meters 6/8
+  v2_eval_data
   W=${W:-runs/m4w}
-  [ -f "$W/card.json" ] || { mkdir -p "$W" && cp -r models/music4/priors models/music4/tf_priors "$W/" && python -c "import json,sys; c=json.load(open('models/music4/card.json')); json.dump({k: c[k] for k in ('schema', 'priors', 'tf_priors', 'sample_rate', 'sources', 'langevin', 'prior_eval', 'tf_prior_eval') if k in c}, open(sys.argv[1], 'w'))" "$W/card.json"; }
+  [ -f "$W/card.json" ] || copy_priors models/music4 "$W"
   rtsep train encoder "$W" --data data/music4-v3 --objective supervised --front stft --stride 256 --n-fft 1024 --blocks 8 \
     --hidden 256 --bottleneck 128 --segment 16384 --batch 8 --steps 20000 --lr 1e-3 --loss sdr --coherent 0.5 \
     --valid-every 2000 --threads 1 --gain-min 0.5 --gain-max 1.0
@@ -550,19 +562,7 @@ if [ "$SET" = music4-big ]; then
   for d in m4v2-muse m4v2-fluid m4v2-style; do
     rtsep eval separate "$W" --data "data/$d" --clips 40 --seconds 4 --backend onnx --label "$d"
   done
-  [ "$OUT" = "$W" ] || python - "$W" "$OUT" <<'PY'
-import shutil, sys
-from pathlib import Path
-from rtsep.card import read_card, update_card, write_card
-src, out = map(Path, sys.argv[1:3])
-shutil.copy(src / "encoder.pt", out / "encoder.pt")
-update_card(out, "encoder", value=read_card(src)["encoder"])
-card = read_card(out)
-for key in ("chain", "langevin", "separation_eval"):  # the old encoder's evaluations and bench no longer apply
-    card[key] = read_card(src)[key]
-card.pop("bench_cpu", None)
-write_card(out, card)
-PY
+  [ "$OUT" = "$W" ] || ship_encoder "$W" "$OUT" chain langevin separation_eval
   rtsep export "$OUT"
   python tools/write_card.py "$OUT"
   echo "now: rtsep bench --model $OUT --provider cpu --seconds 4 --threads 1 --engines onnx --steps 0,2 (record it in the card)"
