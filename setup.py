@@ -5,7 +5,7 @@ installed models (`rtsep.bundle.models_dir`). Everything else is in pyproject.to
 from setuptools import find_packages, setup
 
 MODEL_FILES = ["*/card.json", "*/CARD.md", "*/encoder.pt", "*/priors/*.pt", "*/tf_priors/*.pt", "*/onnx/*.onnx",
-               "*/onnx/manifest.json",
+               "*/onnx/manifest.json", "*/highband.npz",
                "*/prior_eval.json", "*/prior_eval.png"]
 
 setup(packages=[*find_packages(include=["rtsep", "rtsep.*"]), "rtsep.models"],

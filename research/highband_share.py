@@ -2,7 +2,9 @@
 music4's drums stem, over three FluidR3 songs (the fixture of tests/test_fullband.py, seeds 3-5).
 
     python research/highband_share.py             # session 22: guide bands from 0.55 or 0.7 of Nyquist, sharpening 2-4
-    python research/highband_share.py --session24 # the shipped guide; a 6.8-7.8 kHz guide; that plus per-source
+    python research/highband_share.py --session25 # the shipped music4 (session 25: its learned share, highband.npz)
+    python research/highband_share.py --session24 --model DIR  # DIR: music4 without highband.npz (the rule):
+                                                  # the session-24 guide; a 6.8-7.8 kHz guide; that plus per-source
                                                   # air ratios (energy above 8 kHz per unit of guide-band energy,
                                                   # measured on 16 training-bank songs at 44.1 kHz, printed first)
 """
@@ -38,8 +40,11 @@ def songs(seeds=(3, 4, 5)):
         yield (stems["drums"] + sum(lp(stems[s]) for s in SOURCES if s != "drums")) / 4
 
 
+MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "music4"
+
+
 def drums_share(mix, **load):
-    out = rtsep.Separator.load("music4", backend="onnx", **load).separate(mix[None], SR)
+    out = rtsep.Separator.load(MODEL, backend="onnx", **load).separate(mix[None], SR)
     f = np.fft.rfftfreq(mix.size, 1 / SR)
     e = [float((np.abs(np.fft.rfft(out[k, 0])[f > 8000]) ** 2).sum()) for k in range(len(out))]
     return e[SOURCES.index("drums")] / sum(e)
@@ -77,7 +82,9 @@ def guided(low, high, air=None):
     return init, call
 
 
-if "--session24" in sys.argv:
+if "--session25" in sys.argv:
+    print(MODEL, [round(drums_share(m), 3) for m in songs()])
+elif "--session24" in sys.argv:
     mixes = list(songs())
     air = air_ratios()
     print("air ratios", dict(zip(SOURCES, np.round(air, 2))))

@@ -20,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .card import CARD, read_card, sha256, update_card
 from .errors import BundleError
+from .fullband import HIGHBAND_FILE
 from .langevin import LangevinConfig
 
 if TYPE_CHECKING:
@@ -91,6 +95,7 @@ def weight_files(model_dir: Path, card: dict[str, Any]) -> list[str]:
     """The weight files the card's sections name, relative to MODEL_DIR, that exist."""
     names = (["encoder.pt"] if "encoder" in card else []) + [f"priors/{s}.pt" for s in card.get("priors") or {}]
     names += [f"tf_priors/{s}.pt" for s in card.get("tf_priors") or {}]
+    names += [HIGHBAND_FILE] if "highband" in card else []
     return [n for n in names if (Path(model_dir) / n).is_file()]
 
 
@@ -209,6 +214,25 @@ class Bundle:
     @property
     def has_encoder(self) -> bool:
         return self.encoder_config is not None
+
+    @cached_property
+    def highband(self) -> dict[str, np.ndarray] | None:
+        """The learned high-band network's weights (`rtsep train highband`), or None: the rule shares it."""
+        hb = self.card.get("highband")
+        if not hb:
+            return None
+        path = self.path / HIGHBAND_FILE
+        try:
+            with np.load(path) as z:
+                params = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path}: cannot read the high-band network ({str(exc).splitlines()[0]})") from None
+        cfg = hb.get("config") or {}
+        if list(cfg.get("sources") or []) != list(self.sources) or cfg.get("model_rate") != self.sample_rate:
+            raise BundleError(f"{self.path}: the high-band network was trained for sources "
+                              f"{cfg.get('sources')} at {cfg.get('model_rate')} Hz, not {list(self.sources)} at "
+                              f"{self.sample_rate} Hz (rerun `rtsep train highband`)")
+        return params
 
     @property
     def has_tf_priors(self) -> bool:

@@ -415,6 +415,31 @@ def train_encoder_cmd(
     out.print(f"encoder ({objective}): {t['steps_done']} steps in {t['seconds']:.0f} s")
 
 
+@train_app.command("highband")
+@one_line_errors
+def train_highband_cmd(
+    model_dir: Path = typer.Argument(..., help="Model directory with an encoder (exported or not)."),
+    data: Path = typer.Option(..., help="Stems rendered at --sample-rate (`rtsep data music4 --sample-rate 44100`), "
+                              "DATA/{train,valid}/<source>/*.wav."),
+    sample_rate: int = typer.Option(44100, "--sample-rate", help="The input rate it learns to complete (44.1 kHz "
+                                    "serves 48 kHz too: its bands are in Hz)."),
+    steps: int = typer.Option(1500, min=1), hidden: int = typer.Option(32, min=4), lr: float = typer.Option(3e-3),
+    clips: Optional[int] = typer.Option(None, min=1, help="Training clips used (default all)."),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
+) -> None:
+    """Learn how the band above the model's Nyquist is shared among the stems (44.1/48 kHz input): a small
+    network on the stems' guide-band energies and the residual's spectral shape, instead of the rule."""
+    set_threads(threads)
+    from .train.highband import HighBandTraining, train_highband
+
+    rec = train_highband(model_dir, data, sample_rate, HighBandTraining(steps=steps, hidden=hidden, lr=lr,
+                                                                        clips=clips, seed=seed))
+    v = rec["valid"]
+    out.print(f"high band: valid loss {v['loss']:+.4f} (equal split {v['loss_equal_split']:+.4f}) in "
+              f"{rec['training']['seconds']:.0f} s; run `rtsep export {model_dir}` to seal it")
+
+
 SPACE_HELP = "Langevin chain: signal (waveforms + projection) or mask (STFT mask logits); default: the card's."
 
 

@@ -110,16 +110,35 @@ class Separator:
         est = np.concatenate([self.engine.process(state, x), self.engine.flush(state, x.shape[1])], axis=-1)
         return self._finish(est, audio, sample_rate)
 
-    def _finish(self, est: np.ndarray, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-        """est (S, C, N, T') at model rate -> (mean stems, spread) at input rate, stems summing to audio."""
+    def residual_share(self, sample_rate: int) -> Share:
+        """How a stream at `sample_rate` shares what the model's stems leave of the input: by the bundle's
+        learned high-band network where it has one (`rtsep train highband`), else by rule."""
+        bundle = self.bundle
+        return residual_share(sample_rate, self.sample_rate, bundle.highband if bundle is not None else None)
+
+    def raw_stems(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The model's stems (sources, channels, samples) at the input's rate before the mixture projection:
+        what `rtsep train highband` learns to complete."""
+        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        x = resample(audio, sample_rate, self.sample_rate)
+        state = self.engine.new_stream(audio.shape[0], seed=self.run.seed, samples=self.run.samples)
+        est = np.concatenate([self.engine.process(state, x), self.engine.flush(state, x.shape[1])], axis=-1)
+        return self._upsample(est, audio.shape[1], sample_rate).mean(axis=0)
+
+    def _upsample(self, est: np.ndarray, t: int, sample_rate: int) -> np.ndarray:
+        """est (S, C, N, T') at model rate -> stems (S, N, C, t) at the input rate, unprojected."""
         n = est.shape[2]
         stems = est.transpose(0, 2, 1, 3) / n  # (S, N, C, T')
         stems = np.stack([np.stack([resample(s, self.sample_rate, sample_rate) for s in chain]) for chain in stems])
-        t = audio.shape[1]
         stems = stems[..., :t]
         if stems.shape[-1] < t:
             stems = np.pad(stems, [(0, 0)] * 3 + [(0, t - stems.shape[-1])])
-        mean = project(stems.mean(axis=0), audio, residual_share(sample_rate, self.sample_rate))
+        return stems
+
+    def _finish(self, est: np.ndarray, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """est (S, C, N, T') at model rate -> (mean stems, spread) at input rate, stems summing to audio."""
+        stems = self._upsample(est, audio.shape[1], sample_rate)
+        mean = project(stems.mean(axis=0), audio, self.residual_share(sample_rate))
         spread = stems.std(axis=0)
         return mean.astype(np.float32), spread.astype(np.float32)
 
@@ -140,7 +159,7 @@ class Separator:
         down = StreamResampler(sr, self.sample_rate, channels)
         ups = [[StreamResampler(self.sample_rate, sr, channels) for _ in range(n)] for _ in range(self.run.samples)]
         state = self.engine.new_stream(channels, seed=self.run.seed, samples=self.run.samples)
-        share = residual_share(sr, self.sample_rate)  # one per stream: it keeps the stems' last samples
+        share = self.residual_share(sr)  # one per stream: it keeps the stems' last samples
         # Input at the original rate must stay aligned with the output: keep a delay line of it.
         pending_in: list[np.ndarray] = []
         pending_out: list[np.ndarray] = []

@@ -49,9 +49,11 @@ def test_shipped_bundles_load_and_verify():
         b = Bundle.load(name)
         assert b.has_encoder and b.has_onnx and b.sample_rate == 16000 and len(b.sources) == 4
         tf = [f"tf_priors/{s}.pt" for s in b.sources] if b.has_tf_priors else []
-        assert set(b.card["weights"]) == {"encoder.pt", *(f"priors/{s}.pt" for s in b.sources), *tf}
+        hb = ["highband.npz"] if b.highband is not None else []
+        assert set(b.card["weights"]) == {"encoder.pt", *(f"priors/{s}.pt" for s in b.sources), *tf, *hb}
         assert list(b.card["sources"]) == list(b.sources) == b.encoder_config["sources"]
     assert Bundle.load("music4").has_tf_priors and Bundle.load("music4").langevin.prior == "tf"  # the shipped chain
+    assert Bundle.load("music4").highband is not None  # and its learned high-band share
 
 
 def test_name_resolves_to_installed_before_a_folder_in_the_current_directory(tmp_path, monkeypatch):

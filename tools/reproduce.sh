@@ -563,6 +563,9 @@ if [ "$SET" = music4-big ]; then
     rtsep eval separate "$W" --data "data/$d" --clips 40 --seconds 4 --backend onnx --label "$d"
   done
   [ "$OUT" = "$W" ] || ship_encoder "$W" "$OUT" chain langevin separation_eval
+  # Session 25: the learned high-band share (44.1/48 kHz input) on 160 training-bank songs at 44.1 kHz (2 min).
+  rtsep data music4 data/hb44 --clips 160 --seconds 4 --sample-rate 44100 --seed 7 --meters 4/4,3/4,6/8
+  rtsep train highband "$OUT" --data data/hb44 --sample-rate 44100 --threads 2
   rtsep export "$OUT"
   python tools/write_card.py "$OUT"
   echo "now: rtsep bench --model $OUT --provider cpu --seconds 4 --threads 1 --engines onnx --steps 0,2 (record it in the card)"

@@ -46,7 +46,7 @@ import numpy as np
 from ..audio import AtomicWriter
 from ..engine import BlockGeometry
 from ..errors import AudioError, DeviceError
-from ..fullband import Share, equal_share, residual_share
+from ..fullband import Share, equal_share
 from ..fullband import project as fullband_project
 from ..resample import PolyphaseResampler
 from .devices import JackPortNamer, _sd, check_rate, find_device, label, native_rate, short_error
@@ -335,7 +335,7 @@ class LiveSession:
         self.state = self.engine.new_stream(1, seed=self.seed)
         self._down = PolyphaseResampler(sr, msr, 1)
         self._up = PolyphaseResampler(msr, sr, self.n)
-        self._share = residual_share(sr, msr)  # the band above the model's goes by the stems' high band
+        self._share = self.sep.residual_share(sr)  # the band above the model's goes by the stems' high band
         self._pending_in: list[np.ndarray] = []  # device-rate input fed, not yet matched by output
         self._pending_out: list[np.ndarray] = []  # device-rate stems (N, m) not yet matched by input
         self._fed = 0
