@@ -329,8 +329,6 @@ def train_chain_cmd(
                                     "one per step."),
     encoder_lr: float = typer.Option(0.0, "--encoder-lr", min=0.0, help="Also fine-tune the encoder through the "
                                      "K steps at this Adam step size, e.g. 1e-4 (0: encoder frozen)."),
-    knots: int = typer.Option(0, min=0, max=64, help="Give each step size a frequency profile: multipliers at "
-                              "this many knots even in log frequency (0: one size at every frequency)."),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (checkpointed)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
 ) -> None:
@@ -341,7 +339,7 @@ def train_chain_cmd(
 
     rec = train_chain(model_dir, data, ChainTraining(steps=steps, chain_steps=chain_steps, batch=batch,
                                                      seconds=seconds, lr=lr, seed=seed, per_source=per_source,
-                                                     encoder_lr=encoder_lr, knots=knots),
+                                                     encoder_lr=encoder_lr),
                       minutes=minutes)
     v = rec["valid_si_sdri"]
     out.print("valid SI-SDRi encoder -> chain: " + ", ".join(f"{s} {v['encoder'][s]:+.2f} -> {v['chain'][s]:+.2f}"
@@ -349,8 +347,7 @@ def train_chain_cmd(
     if "encoder_tuned" in v:
         out.print("valid SI-SDRi of the fine-tuned encoder alone: "
                   + ", ".join(f"{s} {v['encoder_tuned'][s]:+.2f}" for s in v["encoder"]))
-    learned = {k: v for k, v in rec["learned"].items() if k != "tf_lr_profile"}
-    out.print(f"learned: {learned}; run `rtsep export {model_dir}` for the ONNX graphs")
+    out.print(f"learned: {rec['learned']}; run `rtsep export {model_dir}` for the ONNX graphs")
 
 
 @train_app.command("encoder")

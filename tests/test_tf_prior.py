@@ -104,22 +104,20 @@ def test_chain_with_zero_steps_is_the_warm_start_and_always_mixes():
     assert np.allclose(moved.mean(axis=1), mix, atol=1e-5)
 
 
-@pytest.mark.parametrize("per_source,knots", [(False, 0), (True, 0), (True, 5)])
-def test_trainer_chain_matches_the_runtime_chain(per_source, knots):
+@pytest.mark.parametrize("per_source", [False, True])
+def test_trainer_chain_matches_the_runtime_chain(per_source):
     """The torch chain `rtsep train chain` learns through is the numpy chain the engine runs (step sizes one
-    per step, one per step and source, or those with a frequency profile)."""
+    per step, or one per step and source)."""
     from rtsep.train.chain import Chain
 
     cfg = TFPriorConfig(**TINY)
     priors = [perturbed(cfg, seed=k) for k in range(2)]
-    chain = Chain(priors, 3, 1024, 256, per_source=per_source, knots=knots)
+    chain = Chain(priors, 3, 1024, 256, per_source=per_source)
     with torch.no_grad():
         chain.raw_lr.copy_(torch.tensor([[0.3, 0.1], [0.2, 0.4], [0.3, 0.0]] if per_source else [[0.3]] * 3))
         chain.log_weight.copy_(torch.tensor([0.2, -0.3]))
-        chain.log_profile.copy_(torch.linspace(-2.0, 1.5, 3 * 2 * knots).reshape(3, 2, knots))
     sigmas, lrs, weight = (v.detach().double().numpy() for v in chain.schedule())
     lrs = [tuple(r) for r in lrs] if per_source else lrs[:, 0]
-    profile = chain.profile().detach().double().numpy().tolist() if knots else ()
     rng = np.random.default_rng(2)
     x0 = (0.1 * rng.standard_normal((1, 2, 256 * 10))).astype(np.float32)
     mix = x0.mean(axis=1)
@@ -131,30 +129,9 @@ def test_trainer_chain_matches_the_runtime_chain(per_source, knots):
         return g.numpy(), lp.numpy()
 
     lcfg = LangevinConfig(steps=3, space="mask", prior="tf", temperature=0.0, tf_sigmas=tuple(sigmas),
-                          tf_lrs=tuple(lrs), tf_weights=tuple(weight), tf_lr_profile=profile)
+                          tf_lrs=tuple(lrs), tf_weights=tuple(weight))
     got = tf_chain(x0, mix, grad, lcfg, rng, NumpySTFT(1024, 256))
     assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
-    if knots:  # the profile matters: without it the runtime chain is another chain
-        flat = tf_chain(x0, mix, grad, replace(lcfg, tf_lr_profile=()), rng, NumpySTFT(1024, 256))
-        assert np.abs(flat - want).max() > 1e-2 * np.abs(want).max()
-
-
-def test_step_size_profiles_interpolate_and_are_validated():
-    """Knots even in log frequency: a knot's own bin takes its multiplier; bad tables get one line."""
-    from rtsep.errors import ConfigError
-    from rtsep.langevin.tfchain import profile_matrix, tf_lr_grid
-
-    m = profile_matrix(4, 513)
-    assert np.allclose(m.sum(axis=0), 1.0) and m[0, 0] == 1.0 and m[-1, -1] == 1.0
-    cfg = LangevinConfig(steps=1, space="mask", prior="tf", tf_sigmas=(0.5,), tf_lrs=([0.2, 0.1],),
-                         tf_lr_profile=(((1.0, 1.0, 1.0, 1.0), (0.0, 2.0, 2.0, 2.0)),))
-    grid = tf_lr_grid(cfg, 2, 513)
-    assert grid.shape == (1, 2, 513) and np.allclose(grid[0, 0], 0.2)
-    assert grid[0, 1, 0] == 0.0 and np.isclose(grid[0, 1, -1], 0.2)
-    with pytest.raises(ConfigError, match="tf_lr_profile"):
-        replace(cfg, tf_lr_profile=(((1.0, -1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0)),))
-    with pytest.raises(ConfigError, match="tf_lr_profile"):
-        replace(cfg, tf_lr_profile=(((1.0,) * 4,) * 2,) * 2)
 
 
 def test_tiny_tf_priors_prefer_their_own_source(tiny_tf_priors, toy_data):

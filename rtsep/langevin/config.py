@@ -99,22 +99,12 @@ class LangevinConfig:
     tf_weights: tuple[float, ...] = ()
     """The TF chain's learned levels, step sizes (one each per step; a step size is one number, or one per
     source) and per-source prior weights (`rtsep train chain`); used when `steps` equals their length."""
-    tf_lr_profile: tuple[tuple[tuple[float, ...], ...], ...] = ()
-    """Optional frequency profile of the step sizes, (steps, sources, knots): multipliers at knots spaced
-    evenly in log frequency, interpolated to every STFT bin (`rtsep.langevin.tfchain.profile_matrix`);
-    empty: the same size at every frequency."""
 
     def __post_init__(self) -> None:
         for name in ("tf_sigmas", "tf_weights"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         lrs = tuple(tuple(float(u) for u in v) if isinstance(v, (list, tuple)) else float(v) for v in self.tf_lrs)
         object.__setattr__(self, "tf_lrs", lrs)
-        prof = tuple(tuple(tuple(float(u) for u in row) for row in step) for step in self.tf_lr_profile)
-        object.__setattr__(self, "tf_lr_profile", prof)
-        values = [u for step in prof for row in step for u in row]
-        if prof and (len(prof) != len(lrs) or len({len(row) for step in prof for row in step}) != 1
-                     or len({len(step) for step in prof}) != 1 or min(values, default=-1.0) < 0):
-            raise ConfigError("tf_lr_profile: one (sources x knots) table of multipliers >= 0 per step")
         if len({len(v) if isinstance(v, tuple) else 0 for v in lrs}) > 1:
             raise ConfigError("tf_lrs: every step a number, or every step one number per source")
         if self.prior not in PRIORS:

@@ -11,10 +11,7 @@ normalised per block so that lr_i is in logit units whatever the priors' scale; 
 or one per source (lr_ik: how far each source's logits follow the priors at step i). The levels sigma_i,
 steps lr_i and weights w_k are learned through the K unrolled steps on training mixtures
 (`rtsep train chain`, stored in the card as `tf_sigmas`, `tf_lrs`, `tf_weights`); a run with
-another K uses the card's geometric levels and `mask_lr`. With `tf_lr_profile` the step size also
-varies with frequency (lr_ikf: a few multipliers per step and source at knots even in log frequency):
-a prior can be trusted where it tells its source from the others (a bass prior below 300 Hz) and
-ignored where it does not.
+another K uses the card's geometric levels and `mask_lr`.
 """
 
 from __future__ import annotations
@@ -45,40 +42,19 @@ def tf_schedule(cfg: LangevinConfig, n: int) -> tuple[np.ndarray, np.ndarray, np
     return sigmas, lrs, weight
 
 
-def profile_matrix(knots: int, bins: int) -> np.ndarray:
-    """(knots, bins) linear interpolation in log(1 + bin) from knots spaced evenly over it (bin 0 to the top)."""
-    u = np.log1p(np.arange(bins, dtype=np.float64))
-    at = np.linspace(0.0, u[-1], knots)
-    eye = np.eye(knots)
-    return np.stack([np.interp(u, at, eye[q]) for q in range(knots)])
-
-
-def tf_lr_grid(cfg: LangevinConfig, n: int, bins: int) -> np.ndarray:
-    """(K, N, bins) step sizes: the schedule's, times the frequency profile where the card has one."""
-    _, lrs, _ = tf_schedule(cfg, n)
-    grid = np.repeat(lrs[:, :, None], bins, axis=2)
-    if cfg.tf_lr_profile and len(cfg.tf_lr_profile) == len(lrs):
-        prof = np.asarray(cfg.tf_lr_profile, np.float64)
-        if prof.shape[1] != n:
-            raise ConfigError(f"tf_lr_profile: {prof.shape[1]} sources' profiles for {n} sources")
-        grid = grid * (prof @ profile_matrix(prof.shape[2], bins))
-    return grid
-
-
 def tf_chain(x0: np.ndarray, mix: np.ndarray, grad: TFGradFn, cfg: LangevinConfig, rng: np.random.Generator,
              stft: NumpySTFT) -> np.ndarray:
     """x0 (B, N, T) warm start, mix (B, T), T % hop == 0 -> refined (B, N, T), mean over sources == mix."""
     b, n, _ = x0.shape
-    sigmas, _, weight = tf_schedule(cfg, n)
+    sigmas, lrs, weight = tf_schedule(cfg, n)
     spec = stft.forward(mix.astype(np.float64))  # (B, L, F)
-    lrs = tf_lr_grid(cfg, n, spec.shape[-1])
     mix_power = (np.abs(spec) ** 2).astype(np.float32)
     theta = initial_logits(x0, stft, cfg.warm_start)
     for sigma, lr in zip(sigmas, lrs):
         g, _ = grad(theta.astype(np.float32), mix_power, np.full(b, sigma, np.float32), weight)
         g = g.astype(np.float64)
         g /= np.sqrt((g * g).mean(axis=(1, 2, 3), keepdims=True)) + 1e-12
-        lr = lr[None, :, None, :]
+        lr = lr[None, :, None, None]
         theta = theta + lr * g
         if cfg.temperature > 0:
             theta = theta + cfg.temperature * np.sqrt(2 * lr) * rng.standard_normal(theta.shape)

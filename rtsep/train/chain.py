@@ -31,7 +31,6 @@ from ..card import provenance, update_card
 from ..datasets.folder import SourceSet
 from ..errors import BundleError
 from ..langevin import LangevinConfig
-from ..langevin.tfchain import profile_matrix
 from ..metrics import si_sdr_improvement
 from ..nn.encoder import STFT
 from ..nn.tfprior import StackedTFPriors, TFPrior
@@ -55,24 +54,18 @@ class ChainTraining:
     per_source: bool = True
     encoder_lr: float = 0.0
     """Adam step size of the encoder fine-tuned through the chain (0: the encoder stays frozen)."""
-    knots: int = 0
-    """Frequency knots of each step size's profile (0: one size at every frequency; needs per_source)."""
 
 
 class Chain(torch.nn.Module):
     """The TF chain with learnable levels, steps and weights (what `tf_chain` runs in numpy)."""
 
-    def __init__(self, priors: list[TFPrior], k: int, n_fft: int, hop: int, per_source: bool = False,
-                 knots: int = 0) -> None:
+    def __init__(self, priors: list[TFPrior], k: int, n_fft: int, hop: int, per_source: bool = False) -> None:
         super().__init__()
         self.stacked = StackedTFPriors(priors)  # frozen constants, the graph tf_grad.onnx traces
         cfg = priors[0].cfg
         self.log_sigma = torch.nn.Parameter(torch.from_numpy(np.geomspace(0.2, 0.05, k)).float().log())
         self.raw_lr = torch.nn.Parameter(torch.full((k, len(priors) if per_source else 1), math.log(math.expm1(0.05))))
         self.log_weight = torch.nn.Parameter(torch.zeros(len(priors)))
-        self.log_profile = torch.nn.Parameter(torch.zeros(k, len(priors), knots))  # multipliers 1: flat
-        self.register_buffer("interp", torch.from_numpy(profile_matrix(knots, n_fft // 2 + 1)).float()
-                             if knots else torch.zeros(0, n_fft // 2 + 1))
         self.sigma_range = (cfg.sigma_min, cfg.sigma_max)
         self.stft = STFT(n_fft, hop)
         self.stft.fft = True
@@ -81,16 +74,6 @@ class Chain(torch.nn.Module):
         lo, hi = (math.log(s) for s in self.sigma_range)
         return (self.log_sigma.clamp(lo, hi).exp(), torch.nn.functional.softplus(self.raw_lr),
                 self.log_weight.exp())
-
-    def profile(self) -> torch.Tensor:
-        """(K, N, knots) step-size multipliers at the knots."""
-        return self.log_profile.exp()
-
-    def lr_grid(self, lrs: torch.Tensor) -> torch.Tensor:
-        """(K, N or 1) step sizes -> (K, N', bins), times the frequency profile where there is one."""
-        if not self.log_profile.shape[2]:
-            return lrs[:, :, None].expand(-1, -1, self.interp.shape[1])
-        return lrs[:, :, None] * (self.profile() @ self.interp)
 
     def spectra(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) -> complex (B, L, F) in the encoder's (and `NumpySTFT`'s) frame."""
@@ -110,11 +93,11 @@ class Chain(torch.nn.Module):
             theta = theta.requires_grad_()
         if not len(sigmas):  # K = 0: the encoder alone (the fine-tune's control)
             return x0
-        for sigma, lr in zip(sigmas, self.lr_grid(lrs)):
+        for sigma, lr in zip(sigmas, lrs):
             lp = self.stacked(theta, mix_power, sigma.expand(b), weight).sum()
             (g,) = torch.autograd.grad(lp, theta, create_graph=True)
             g = g / (g.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + 1e-12)
-            theta = theta + lr[None, :, None, :] * g
+            theta = theta + lr[None, :, None, None] * g
         masks = torch.softmax(theta, dim=1) * n
         masked = masks * spec[:, None]
         flat = masked.transpose(2, 3).reshape(b * n, spec.shape[2], -1)
@@ -173,9 +156,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
             encoder.stft.fft = True  # the exported convolutions' transform, cheaper to train
     priors = bundle.torch_tf_priors()
     n_fft, hop = priors[0].cfg.n_fft, priors[0].cfg.hop
-    if tr.knots and not tr.per_source:
-        raise BundleError("a frequency profile of the step sizes (--knots) needs a step size per source")
-    chain = Chain(priors, tr.chain_steps, n_fft, hop, tr.per_source, tr.knots)
+    chain = Chain(priors, tr.chain_steps, n_fft, hop, tr.per_source)
     sr, sources = bundle.sample_rate, list(bundle.sources)
     if solo is None:
         train_sets = [SourceSet.load(data, s, sr, "train") for s in sources]
@@ -187,7 +168,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
         train_sets = valid_sets = solo
         draw = independent_excerpts
     length = int(tr.seconds * sr) // hop * hop
-    groups = [{"params": [chain.log_sigma, chain.raw_lr, chain.log_weight, chain.log_profile], "lr": tr.lr}]
+    groups = [{"params": [chain.log_sigma, chain.raw_lr, chain.log_weight], "lr": tr.lr}]
     if tune:
         groups.append({"params": list(encoder.parameters()), "lr": tr.encoder_lr})
     opt = torch.optim.Adam(groups)
@@ -196,12 +177,11 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     ckpt = load_checkpoint(ckpt_path)
     step, elapsed, history = 0, 0.0, []
     if ckpt is not None:
-        knots = ckpt["chain"].get("log_profile", torch.zeros(0, 0, 0)).shape[2]
         if (ckpt["chain_steps"] != tr.chain_steps or ckpt["chain"]["raw_lr"].shape != chain.raw_lr.shape
-                or ("encoder" in ckpt) != tune or knots != tr.knots):
+                or ("encoder" in ckpt) != tune):
             raise BundleError(f"checkpoint {ckpt_path} is for another chain (K={ckpt['chain_steps']}, step sizes "
                               f"{tuple(ckpt['chain']['raw_lr'].shape)}, encoder "
-                              f"{'tuned' if 'encoder' in ckpt else 'frozen'}, {knots} knots); remove it to restart")
+                              f"{'tuned' if 'encoder' in ckpt else 'frozen'}); remove it to restart")
         chain.load_state_dict(ckpt["chain"], strict=False)
         if tune:
             encoder.load_state_dict(ckpt["encoder"])
@@ -210,8 +190,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
         step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt["history"]
 
     def checkpoint() -> None:
-        keep = ("log_sigma", "raw_lr", "log_weight", "log_profile")
-        state = {k: v for k, v in chain.state_dict().items() if k in keep}
+        state = {k: v for k, v in chain.state_dict().items() if k in ("log_sigma", "raw_lr", "log_weight")}
         extra = {"encoder": encoder.state_dict()} if tune else {}
         save_checkpoint(ckpt_path, chain=state, opt=opt.state_dict(), rng=rng_state(rng), step=step, elapsed=elapsed,
                         history=history, chain_steps=tr.chain_steps, **extra)
@@ -247,7 +226,6 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     checkpoint()
     sigmas, lrs, weight = (v.detach().double().numpy() for v in chain.schedule())
     lrs = lrs if tr.per_source else lrs[:, 0]
-    profile = chain.profile().detach().double().numpy()
     # valid split: fixed coherent 4 s mixtures, encoder alone against encoder + this chain
     vsrc = draw(np.random.default_rng(99), valid_sets, tr.valid_clips, 4 * sr // hop * hop, (0.5, 1.0))
     vmix = vsrc.mean(axis=1)
@@ -260,7 +238,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
     tuned = improvements(x0.numpy(), vsrc, vmix)
     ok = [k for k in range(len(sources)) if not np.isnan(before[:, k]).all()]
     before, after, tuned, sources = before[:, ok], after[:, ok], tuned[:, ok], [sources[k] for k in ok]
-    chain_numbers = ("K + KN + N" if tr.per_source else "2K + N") + (f" + KN x {tr.knots}" if tr.knots else "")
+    chain_numbers = "K + KN + N" if tr.per_source else "2K + N"
     if tune:
         if getattr(encoder, "stft", None) is not None:
             encoder.stft.fft = False
@@ -272,8 +250,7 @@ def train_chain(model: Path | str, data: Path | None, tr: ChainTraining, show: b
               "valid_si_sdri": {"encoder": dict(zip(sources, np.round(np.nanmean(before, 0), 2).tolist())),
                                 "chain": dict(zip(sources, np.round(np.nanmean(after, 0), 2).tolist()))},
               "learned": {"tf_sigmas": sigmas.round(5).tolist(), "tf_lrs": lrs.round(5).tolist(),
-                          "tf_weights": weight.round(5).tolist(),
-                          "tf_lr_profile": profile.round(4).tolist() if tr.knots else []},
+                          "tf_weights": weight.round(5).tolist()},
               "stems_used_for": (f"the {chain_numbers} chain numbers only (encoder and priors frozen)"
                                  if solo is None and not tune else
                                  f"the {chain_numbers} chain numbers and the encoder's fine-tune (priors frozen)"
