@@ -386,6 +386,9 @@ def train_encoder_cmd(
     front: str = typer.Option("learned", help="learned (Conv-TasNet basis) or stft (ratio masks: cannot invent content)."),
     n_fft: int = typer.Option(1024, help="STFT size of the stft front end (its hop is --stride)."),
     stride: int = typer.Option(16, help="Frame hop of the encoder in samples."),
+    arch: str = typer.Option("tcn", help="stft front end: tcn (one bottleneck per frame) or bandsplit (features "
+                             "per band of bins, blocks along time and across bands; --bottleneck per band)."),
+    split_bands: int = typer.Option(24, min=1, help="Bands of the bandsplit arch (narrow at the bottom)."),
     init_from: Optional[Path] = typer.Option(None, help="Start from this model directory's encoder (its config; "
                                              "fresh optimiser), e.g. the seed objective after --objective distill."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: all cores)."),
@@ -398,12 +401,14 @@ def train_encoder_cmd(
 
     if front not in ("learned", "stft"):
         fail(f"unknown --front {front!r} (learned or stft)")
+    if arch not in ("tcn", "bandsplit") or (arch == "bandsplit" and front != "stft"):
+        fail(f"unknown --arch {arch!r} for --front {front} (tcn, or bandsplit with --front stft)")
     if front == "stft" and n_fft % (2 * stride):
         fail(f"--stride {stride} must divide --n-fft / 2 = {n_fft // 2} for the stft front end")
     card = read_card(model_dir)
     cfg = EncoderConfig(sources=list(card.get("priors", {})), sample_rate=card.get("sample_rate", 16000),
                         filters=filters, hidden=hidden, blocks=blocks, repeats=repeats, bottleneck=bottleneck,
-                        front=front, n_fft=n_fft,
+                        front=front, n_fft=n_fft, arch=arch, split_bands=split_bands,
                         stride=stride, log_scale_max=math.log(max_scale))
     tr = EncoderTraining(objective=objective, steps=steps, batch=batch, segment=segment, lr=lr, seed=seed,
                          gain_min=gain_min, gain_max=gain_max, kl_sigma=kl_sigma, gamma=gamma,

@@ -14,10 +14,10 @@ from rtsep.nn.encoder import STFT, Encoder, EncoderConfig
 SOURCES = ["bass", "drums", "guitar"]
 
 
-def stft_encoder(seed: int = 0) -> Encoder:
+def stft_encoder(seed: int = 0, arch: str = "tcn") -> Encoder:
     torch.manual_seed(seed)
     return Encoder(EncoderConfig(sources=SOURCES, front="stft", n_fft=256, stride=64, bottleneck=8, hidden=16,
-                                 blocks=2)).eval()
+                                 blocks=2, arch=arch, split_bands=6)).eval()
 
 
 @pytest.mark.parametrize("n_fft,hop", [(1024, 256), (256, 64), (64, 32)])
@@ -59,6 +59,45 @@ def test_ratio_masks_only_share_out_the_mixture(seed):
     torch.manual_seed(seed)
     learned = Encoder(EncoderConfig(sources=SOURCES, filters=16, bottleneck=8, hidden=16, blocks=2)).eval()
     assert off_tone_fraction(learned)[0] > 1e-2
+    off, mix, mean = off_tone_fraction(stft_encoder(seed, "bandsplit"))
+    torch.testing.assert_close(mean.mean(dim=1, keepdim=True), mix, rtol=0, atol=1e-5)
+    assert off < 5e-3
+
+
+@pytest.mark.parametrize("bins,bands", [(513, 24), (129, 6), (33, 16), (513, 1)])
+def test_band_split_edges_cover_every_bin_once_narrow_at_the_bottom(bins, bands):
+    from rtsep.nn.bandsplit import split_edges
+
+    e = split_edges(bins, bands)
+    widths = np.diff(e)
+    assert e[0] == 0 and e[-1] == bins and len(widths) == bands
+    assert widths.min() >= 2
+    if bands > 4:
+        assert widths[0] < widths[-1]
+    with pytest.raises(ValueError, match="cannot split"):
+        split_edges(bins, bins)
+
+
+@pytest.mark.parametrize("arch", ["tcn", "bandsplit"])
+def test_a_frame_sees_only_its_receptive_field(arch):
+    """No statistics over time anywhere (norms per frame and band only): frames far from where two
+    windows differ are identical, so blocks of a stream equal the whole file (`rtsep.engine`)."""
+    enc = stft_encoder(5, arch)
+    spec = torch.randn(1, 2 * 129, 40)
+    other = spec.clone()
+    other[..., 30:] = 3 * torch.randn(1, 2 * 129, 10)
+    with torch.no_grad():
+        a, b = enc.spectral(spec)[0], enc.spectral(other)[0]
+    reach = 2**enc.cfg.blocks - 1  # frames each side: dilations 1, 2, ..
+    torch.testing.assert_close(a[..., : 30 - reach], b[..., : 30 - reach], rtol=0, atol=1e-5)
+    assert (a[..., 30:] - b[..., 30:]).abs().max() > 1e-2
+
+
+def test_band_split_needs_the_stft_front():
+    with pytest.raises(ValueError, match="arch"):
+        Encoder(EncoderConfig(sources=SOURCES, arch="bandsplit"))
+    with pytest.raises(ValueError, match="arch"):
+        Encoder(EncoderConfig(sources=SOURCES, front="stft", n_fft=256, stride=64, arch="dprnn"))
 
 
 def test_learned_front_is_the_default_for_old_cards():
@@ -69,7 +108,7 @@ def test_learned_front_is_the_default_for_old_cards():
         Encoder(EncoderConfig(sources=SOURCES, front="mel"))
 
 
-@pytest.mark.parametrize("front", ["stft", "learned"])
+@pytest.mark.parametrize("front", ["stft", "learned", "bandsplit"])
 def test_encoder_onnx_parity(tmp_path, front):
     """The STFT encoder's graph holds only the network between its transforms (numpy's FFT does them,
     `rtsep.stft_encoder`), the learned front's the whole encoder: both must equal torch end to end."""
@@ -78,13 +117,13 @@ def test_encoder_onnx_parity(tmp_path, front):
     from rtsep.stft_encoder import INTERFACE, encoder_runner
 
     torch.manual_seed(3)
-    enc = stft_encoder(3) if front == "stft" else Encoder(EncoderConfig(
+    enc = stft_encoder(3, "tcn" if front == "stft" else front) if front != "learned" else Encoder(EncoderConfig(
         sources=SOURCES, filters=16, stride=16, bottleneck=8, hidden=16, blocks=2)).eval()
     path = tmp_path / "encoder.onnx"
     export_encoder(enc, path, 1024, {"graph": "encoder", "stride": enc.cfg.stride})
     sess = runtime.session(path, provider="cpu", threads=1)
     ops = {n.op_type for n in onnx.load(path).graph.node}
-    assert (runtime.metadata(sess).get("interface") == INTERFACE) == (front == "stft")
+    assert (runtime.metadata(sess).get("interface") == INTERFACE) == (front != "learned")
     assert ("ConvTranspose" in ops) == (front == "learned"), ops  # no dense inverse STFT left in the graph
     run = encoder_runner(sess)
     for batch, length in ((2, 1024), (1, 64 * 37)):
@@ -97,6 +136,7 @@ def test_encoder_onnx_parity(tmp_path, front):
 
 
 @pytest.mark.parametrize("args,message", [(["--front", "mel"], "unknown --front"),
+                                          (["--arch", "bandsplit"], "unknown --arch"),
                                           (["--front", "stft", "--stride", "96"], "must divide")])
 def test_train_encoder_refuses_bad_front_end_options(tmp_path, args, message):
     from typer.testing import CliRunner

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .bandsplit import BandSplitNet
 from .flow import unsqueeze
+from .layers import DepthwiseBlock, FrameNorm
 
 
 @dataclass
@@ -39,6 +41,10 @@ class EncoderConfig:
     front: str = "learned"
     """"learned" (Conv-TasNet basis, 2*stride taps) or "stft" (sqrt-Hann DFT, n_fft taps, hop = stride)."""
     n_fft: int = 1024
+    arch: str = "tcn"
+    """STFT front only: "tcn" (one bottleneck of all bins per frame) or "bandsplit" (`rtsep.nn.bandsplit`:
+    `split_bands` bands of `bottleneck` features each, `blocks` time and band blocks)."""
+    split_bands: int = 24
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,30 +58,6 @@ class EncoderConfig:
         """Samples of context on each side that one output frame depends on."""
         taps = self.n_fft if self.front == "stft" else 2 * self.stride
         return (2**self.blocks - 1) * self.repeats * self.stride + taps // 2
-
-
-class FrameNorm(nn.Module):
-    """LayerNorm over channels at each frame: independent of the window's length."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
-
-
-class TCNBlock(nn.Module):
-    def __init__(self, bottleneck: int, hidden: int, dilation: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv1d(bottleneck, hidden, 1), nn.PReLU(), FrameNorm(hidden),
-            nn.Conv1d(hidden, hidden, 3, dilation=dilation, padding=dilation, groups=hidden), nn.PReLU(),
-            FrameNorm(hidden), nn.Conv1d(hidden, bottleneck, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
 
 
 def project(means: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
@@ -153,16 +135,21 @@ class Encoder(nn.Module):
         n, f, s = len(cfg.sources), cfg.filters, cfg.stride
         if cfg.front not in ("learned", "stft"):
             raise ValueError(f"unknown encoder front end {cfg.front!r} (learned or stft)")
+        if cfg.arch not in ("tcn", "bandsplit") or (cfg.arch == "bandsplit" and cfg.front != "stft"):
+            raise ValueError(f"unknown encoder arch {cfg.arch!r} for the {cfg.front} front end")
         if cfg.front == "stft":
             self.stft = STFT(cfg.n_fft, s)
             f = self.stft.bins
         else:
             self.analysis = nn.Conv1d(1, f, 2 * s, stride=s, padding=s // 2, bias=False)
             self.synthesis = nn.ConvTranspose1d(f, 1, 2 * s, stride=s, padding=s // 2, bias=False)
-        self.front = nn.Sequential(FrameNorm(f), nn.Conv1d(f, cfg.bottleneck, 1))
-        self.tcn = nn.Sequential(*[TCNBlock(cfg.bottleneck, cfg.hidden, 2**b)
-                                   for _ in range(cfg.repeats) for b in range(cfg.blocks)])
-        self.masks = nn.Conv1d(cfg.bottleneck, n * f, 1)  # f: basis filters or STFT bins
+        if cfg.arch == "bandsplit":
+            self.bandsplit = BandSplitNet(f, n, cfg.split_bands, cfg.bottleneck, cfg.hidden, cfg.blocks)
+        else:
+            self.front = nn.Sequential(FrameNorm(f), nn.Conv1d(f, cfg.bottleneck, 1))
+            self.tcn = nn.Sequential(*[DepthwiseBlock(cfg.bottleneck, cfg.hidden, 3, 2**b)
+                                       for _ in range(cfg.repeats) for b in range(cfg.blocks)])
+            self.masks = nn.Conv1d(cfg.bottleneck, n * f, 1)  # f: basis filters or STFT bins
         self.log_scale = nn.Conv1d(cfg.bottleneck, n * s, 1)
         nn.init.constant_(self.log_scale.bias, -3.0)
 
@@ -171,6 +158,9 @@ class Encoder(nn.Module):
         -> mask logits (B, N, F, L), log-scale (B, N, L * stride). What the ONNX graph holds: the
         runtime does the (i)STFT with an FFT, ~2.5x cheaper than the transforms as dense convolutions."""
         b, n = spec.shape[0], len(self.cfg.sources)
+        if self.cfg.arch == "bandsplit":
+            logits, h = self.bandsplit(torch.log(self.stft.magnitude(spec) + 1e-4))
+            return logits, self._log_scale(h, b, spec.shape[-1] * self.cfg.stride)
         h = self.tcn(self.front(torch.log(self.stft.magnitude(spec) + 1e-4)))
         logits = self.masks(h).reshape(b, n, self.stft.bins, -1)
         return logits, self._log_scale(h, b, spec.shape[-1] * self.cfg.stride)
