@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
-#   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  music4-big (the shipped music4, after music4-tf)  |  bash tools/reproduce.sh music4-tf (after music4)  |  music4-long (after music4-tf)  |  music4-adapt (after music4-long)
+#   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  music4-big (the shipped music4, after music4-tf)  |  bash tools/reproduce.sh music4-tf (after music4)  |  music4-long (after music4-tf)  |  music4-adapt (after music4-long)  |  music4-more (after music4-big)
 #   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed | music4-bands | music4-v2-bands  (session 6-19 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
 #   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data, music4-bands after models/music4, music4-v2-bands from the data: README "Session 6" to "Session 19")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis|toy4-seed|music4-bands|music4-v2-bands}
+SET=${1:?usage: tools/reproduce.sh toy4|music4|music4-big|music4-more|music4-live|music4-v2|music4-v3|music4-v4|toy4-v2|toy4-v3|toy4-distill|toy4-seedft|toy4-swaps|toy4-basis|toy4-seed|music4-bands|music4-v2-bands}
 OUT=${OUT:-models/$SET}
 # with_encoder PRIORS_DIR ENCODER_DIR OUT: OUT = PRIORS_DIR's priors + ENCODER_DIR's encoder (for the
 # objective gap and the chain of one model's encoder under another set's priors).
@@ -49,6 +49,22 @@ card.update({k: given[k] for k in keys})
 card.pop("bench_cpu", None)
 write_card(out, card)
 PY
+}
+# merge_data OUT FIRST MORE...: a set whose train split links every set's clips (prefixed, so clip i of each
+# source stays one song) and whose valid and test splits are FIRST's, so valid curves compare with FIRST's runs.
+merge_data() {
+  local out=$1 first=$2 i=0
+  [ -f "$out/manifest.json" ] && return 0
+  mkdir -p "$out/train"
+  ln -sfn "$(realpath "$first/valid")" "$out/valid" && ln -sfn "$(realpath "$first/test")" "$out/test"
+  for d in "${@:2}"; do
+    for src in "$(realpath "$d")"/train/*; do
+      mkdir -p "$out/train/${src##*/}"
+      for f in "$src"/*.wav; do ln -sf "$f" "$out/train/${src##*/}/s${i}_${f##*/}"; done
+    done
+    i=$((i + 1))
+  done
+  cp "$first/manifest.json" "$out/manifest.json"  # last: its presence means the set is complete
 }
 # v2_eval_data: the held-out sets every generator-v2 model is measured on: seed-99 songs rendered with MuseScore
 # General and with FluidR3, and the 6/8 style hold-out.
@@ -569,6 +585,26 @@ if [ "$SET" = music4-big ]; then
   rtsep export "$OUT"
   python tools/write_card.py "$OUT"
   echo "now: rtsep bench --model $OUT --provider cpu --seconds 4 --threads 1 --engines onnx --steps 0,2 (record it in the card)"
+  exit 0
+fi
+if [ "$SET" = music4-more ]; then
+  # Session 27 (issue 26): does the encoder want more songs? The shipped encoder continued 12000 steps at lr 3e-4
+  # on 2.5 times the songs (data/music4-v3 + 2400 seed-2 songs) against the same continuation on data/music4-v3.
+  [ -f data/music4-v3/manifest.json ] || rtsep data music4 data/music4-v3 --clips 1600 --seconds 8 --seed 0 --meters 4/4,3/4
+  [ -f data/music4-v3b/manifest.json ] || rtsep data music4 data/music4-v3b --clips 2400 --seconds 8 --seed 2 --meters 4/4,3/4
+  merge_data data/music4-v3x data/music4-v3 data/music4-v3b
+  v2_eval_data
+  for pair in m4c3:music4-v3 m4x3:music4-v3x; do
+    W=runs/${pair%%:*}
+    [ -f "$W/card.json" ] || copy_priors models/music4 "$W"
+    rtsep train encoder "$W" --data "data/${pair#*:}" --init-from models/music4 --objective supervised --segment 16384 \
+      --batch 8 --steps 12000 --lr 3e-4 --loss sdr --coherent 0.5 --valid-every 2000 --threads 1 --gain-min 0.5 --gain-max 1.0
+    rtsep train chain "$W" --data data/music4-v3 --chain-steps 2 --steps 800 --encoder-lr 1e-4 --threads 1
+    rtsep export "$W"
+    for d in m4v2-muse m4v2-fluid m4v2-style; do
+      rtsep eval separate "$W" --data "data/$d" --clips 40 --seconds 4 --backend onnx --label "$d"
+    done
+  done
   exit 0
 fi
 if [ "$SET" = music4-live ]; then
