@@ -10,6 +10,8 @@ harmonics), wide ones at the top; time blocks are the TCN's dilated depthwise bl
 depthwise convolutions over the band axis, all channels-last on (batch, band, frame, features) so
 that norms and pointwise layers are fused kernels and no op loops over bands; per-band projections
 are grouped convolutions over bands padded to one width. Every op exports to plain ONNX.
+Not shipped: at 4000 CPU steps it trailed the TCN by 1-1.5 dB on guitar and piano at twice the compute
+(research log, session 26); kept, tested, for a longer run where a GPU is lent.
 """
 
 from __future__ import annotations
