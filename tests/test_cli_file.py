@@ -315,7 +315,8 @@ def test_signal_mid_file_leaves_nothing_partial(tmp_path, sig):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "rtsep", "file", str(tmp_path / "long.wav"), "-o", str(out),
                              "--model", "toy4", "--steps", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # ^ a shell's background job starts with SIGINT ignored, and Python then installs no Ctrl-C handler
     deadline = time.monotonic() + 120
     while not [p for p in hidden_parts(out) if p.is_file()] and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)  # wait until stems are being written

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild a shipped model set from nothing, with the project's own commands. Every step resumes:
 # re-running after an interruption continues where it stopped.
-#   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  music4-big (the shipped music4, after music4-tf)  |  bash tools/reproduce.sh music4-tf (after music4)  |  music4-long (after music4-tf)  |  music4-adapt (after music4-long)  |  music4-more (after music4-big)
+#   bash tools/reproduce.sh toy4  |  bash tools/reproduce.sh music4  |  music4-big (the session-24 music4, after music4-tf)  |  bash tools/reproduce.sh music4-tf (after music4)  |  music4-long (after music4-tf)  |  music4-adapt (after music4-long)  |  music4-more (after music4-big; the shipped music4 since session 27)
 #   bash tools/reproduce.sh music4-v2 | toy4-v2 | music4-v3 | music4-v4 | toy4-v3 | toy4-distill | toy4-seedft | toy4-swaps | toy4-basis | toy4-seed | music4-bands | music4-v2-bands  (session 6-19 LU-prior experiments in
 #   runs/, after the sets' data and, for music4-v2, runs/music4-s05a1, for toy4-v3, toy4-v2, for toy4-distill, toy4-v3, for toy4-seedft,
 #   toy4-distill, for toy4-swaps, toy4-seedft; toy4-basis from nothing, toy4-seed after toy4-basis's data, music4-bands after models/music4, music4-v2-bands from the data: README "Session 6" to "Session 19")
@@ -588,23 +588,35 @@ if [ "$SET" = music4-big ]; then
   exit 0
 fi
 if [ "$SET" = music4-more ]; then
-  # Session 27 (issue 26): does the encoder want more songs? The shipped encoder continued 12000 steps at lr 3e-4
-  # on 2.5 times the songs (data/music4-v3 + 2400 seed-2 songs) against the same continuation on data/music4-v3.
+  # Session 27 (issue 26): the shipped models/music4 since then. music4-big's encoder (runs/m4w, the session-24
+  # default) continued 12000 steps at lr 3e-4 on 2.5 times the songs (data/music4-v3 + 2400 seed-2 songs: 4000, 8.2 GB
+  # in memory), its 2-step chain re-learned with the encoder fine-tuned through it. CONTROL=1 also runs the same
+  # continuation on data/music4-v3 alone (runs/m4c3: no better than its start, research log session 27).
+  OUT=${OUT:-models/music4}
+  INIT=${INIT:-runs/m4w}
   [ -f data/music4-v3/manifest.json ] || rtsep data music4 data/music4-v3 --clips 1600 --seconds 8 --seed 0 --meters 4/4,3/4
   [ -f data/music4-v3b/manifest.json ] || rtsep data music4 data/music4-v3b --clips 2400 --seconds 8 --seed 2 --meters 4/4,3/4
   merge_data data/music4-v3x data/music4-v3 data/music4-v3b
   v2_eval_data
-  for pair in m4c3:music4-v3 m4x3:music4-v3x; do
+  pairs="m4x3:music4-v3x"; [ -z "${CONTROL:-}" ] || pairs="m4c3:music4-v3 $pairs"
+  for pair in $pairs; do
     W=runs/${pair%%:*}
     [ -f "$W/card.json" ] || copy_priors models/music4 "$W"
-    rtsep train encoder "$W" --data "data/${pair#*:}" --init-from models/music4 --objective supervised --segment 16384 \
-      --batch 8 --steps 12000 --lr 3e-4 --loss sdr --coherent 0.5 --valid-every 2000 --threads 1 --gain-min 0.5 --gain-max 1.0
-    rtsep train chain "$W" --data data/music4-v3 --chain-steps 2 --steps 800 --encoder-lr 1e-4 --threads 1
+    cp models/music4/highband.npz "$W/"  # the card's high-band share, retrained below once the encoder ships
+    rtsep train encoder "$W" --data "data/${pair#*:}" --init-from "$INIT" --objective supervised --segment 16384 \
+      --batch 8 --steps 12000 --lr 3e-4 --loss sdr --coherent 0.5 --valid-every 2000 --threads 2 --gain-min 0.5 --gain-max 1.0
+    rtsep train chain "$W" --data "data/${pair#*:}" --chain-steps 2 --steps 800 --encoder-lr 1e-4 --threads 1
     rtsep export "$W"
     for d in m4v2-muse m4v2-fluid m4v2-style; do
       rtsep eval separate "$W" --data "data/$d" --clips 40 --seconds 4 --backend onnx --label "$d"
     done
   done
+  ship_encoder runs/m4x3 "$OUT" chain langevin separation_eval
+  [ -f data/hb44/manifest.json ] || rtsep data music4 data/hb44 --clips 160 --seconds 4 --sample-rate 44100 --seed 7 --meters 4/4,3/4,6/8
+  rtsep train highband "$OUT" --data data/hb44 --sample-rate 44100 --threads 2
+  rtsep export "$OUT"
+  python tools/write_card.py "$OUT"
+  echo "now: rtsep bench --model $OUT --provider cpu --seconds 4 --threads 1 --engines onnx --steps 0,2 (record it in the card)"
   exit 0
 fi
 if [ "$SET" = music4-live ]; then
